@@ -1,0 +1,102 @@
+"""This machine as the one node of the local backend."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+
+from burla_core.errors import ContainerEngineMissing, NoCompatibleNodes
+from burla_core.gpus import detect_gpus, matching
+from burla_core.interfaces import Provisioner
+from burla_core.types import NodeInfo, ResourceRequest
+
+GIB = 2**30
+RESERVED_RAM_FRACTION = 0.10  # left to the caller and the OS
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def total_ram_bytes() -> int:
+    """Physical RAM, or the cgroup's limit when the process is confined to less."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = open(limit_file).read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:
+            total = int(text)
+    return total
+
+
+def usable_ram_gb() -> float:
+    return total_ram_bytes() * (1 - RESERVED_RAM_FRACTION) / GIB
+
+
+@functools.lru_cache(maxsize=1)
+def this_machine_gpus():
+    return tuple(detect_gpus(os.environ.get("BURLA_NVIDIA_SMI", "nvidia-smi")))
+
+
+def container_engine() -> str | None:
+    """A container engine that answers (its client alone is not enough), or None."""
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) is None:
+            continue
+        try:
+            if subprocess.run([engine, "info"], capture_output=True, timeout=15).returncode == 0:
+                return engine
+        except (subprocess.SubprocessError, OSError):
+            continue
+    return None
+
+
+class LocalProvisioner(Provisioner):
+    def eligible_nodes(self, request: ResourceRequest) -> list[NodeInfo]:
+        cpus, ram_gb = cpu_count(), usable_ram_gb()
+        gpus = list(this_machine_gpus())
+        node = NodeInfo(node_id="local", cpus=cpus, ram_gb=ram_gb, gpus=gpus, address=None)
+        have = f"this machine has {cpus} CPUs and {ram_gb:.1f} GB of usable RAM"
+        slots = min(cpus // request.func_cpu, int(ram_gb // request.func_ram))
+        if slots < 1:
+            raise NoCompatibleNodes(
+                f"no node can run func_cpu={request.func_cpu}, func_ram={request.func_ram}: {have}. "
+                "Lower func_cpu/func_ram, or use a backend with bigger machines."
+            )
+        if request.func_gpu is not None:
+            usable = matching(gpus, request.func_gpu)
+            if not usable:
+                found = ", ".join(f"{g.name} ({g.family or 'not a func_gpu type'})" for g in gpus) or "no NVIDIA GPU"
+                raise NoCompatibleNodes(
+                    f"func_gpu={request.func_gpu!r} asks for an {request.func_gpu} GPU, but this machine has "
+                    f"{found}. Drop func_gpu, or run on a backend that has such GPUs."
+                )
+            slots = min(slots, len(usable))
+            node.gpus = usable
+        if request.image is not None:
+            engine = container_engine()
+            if engine is None:
+                raise ContainerEngineMissing(
+                    f"image={request.image!r} needs a container engine (docker or podman) on this machine, "
+                    "and none is running. Start one, or leave image=None to run in this Python environment."
+                )
+            node.image = request.image
+            node.address = engine
+        node.slots = slots
+        return [node]
+
+    def grow(self, request: ResourceRequest, nodes: list[NodeInfo]) -> list[NodeInfo]:
+        print(
+            "burla: grow=True has no effect on the local backend: this machine cannot add nodes; "
+            f"running on its {sum(n.slots for n in nodes)} slot(s).",
+            file=sys.stderr,
+        )
+        return nodes

@@ -1,0 +1,45 @@
+"""The local transport: batches go straight to this process's worker pool through pipes."""
+
+from __future__ import annotations
+
+from burla_core.interfaces import NodeSession, Transport
+from burla_core.pool import WorkerPool, shared_pool
+from burla_core.types import EventSink, InputBatch, JobSpec, NodeInfo
+
+GIB = 2**30
+
+
+class LocalSession(NodeSession):
+    def __init__(self, pool: WorkerPool, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> None:
+        self.pool = pool
+        self.node_id = node.node_id
+        self.slots = slots
+        self.pool_job = pool.open_job(
+            job.function_bytes,
+            slots,
+            events.put,
+            node_id=node.node_id,
+            ram_limit_bytes=job.resources.func_ram * GIB,
+            gpu_indices=[gpu.index for gpu in node.gpus] if job.resources.func_gpu else None,
+        )
+
+    def submit(self, batch: InputBatch) -> None:
+        self.pool.submit(self.pool_job, batch.batch_id, batch.items)
+
+    def cancel(self) -> None:
+        self.pool.cancel(self.pool_job)
+
+    def close(self) -> None:
+        self.pool.close(self.pool_job)
+
+    def wait_stopped(self, timeout: float) -> bool:
+        return self.pool.wait_closed(self.pool_job, timeout)
+
+
+class LocalTransport(Transport):
+    def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
+        if node.image is not None:
+            from .containers import container_pool
+
+            return LocalSession(container_pool(node.address, node.image), node, job, slots, events)
+        return LocalSession(shared_pool(), node, job, slots, events)

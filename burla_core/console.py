@@ -1,0 +1,70 @@
+"""The caller's console: the function's output as it arrives, under a progress line that is drawn
+only on a terminal and cleared before every line of output, so it never garbles it."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+REDRAW_SECONDS = 0.1
+
+
+class Console:
+    def __init__(self, show_spinner: bool, label: str) -> None:
+        stream = sys.stderr
+        self.enabled = bool(show_spinner) and _isatty(stream)
+        self.label = label
+        self.line_shown = False
+        self.last_draw = 0.0
+        self.frame = 0
+        self.started = time.monotonic()
+
+    def write_logs(self, entries: list) -> None:
+        """entries: (input_index, stream 1|2, text) with whole lines."""
+        if self.line_shown:
+            self._clear()
+        out, err = sys.stdout, sys.stderr
+        for _, stream, text in entries:
+            (out if stream == 1 else err).write(text)
+        out.flush()
+        err.flush()
+
+    def notice(self, text: str) -> None:
+        if self.line_shown:
+            self._clear()
+        sys.stderr.write(f"burla: {text}\n")
+        sys.stderr.flush()
+
+    def update(self, progress, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_draw < REDRAW_SECONDS:
+            return
+        self.last_draw = now
+        self.frame = (self.frame + 1) % len(FRAMES)
+        total = "?" if progress.total is None else str(progress.total)
+        text = (
+            f"{FRAMES[self.frame]} {self.label}: {progress.done}/{total} done, "
+            f"{progress.running} running, {progress.failed} failed ({now - self.started:.1f}s)"
+        )
+        sys.stderr.write("\r\033[K" + text)
+        sys.stderr.flush()
+        self.line_shown = True
+
+    def close(self) -> None:
+        if self.line_shown:
+            self._clear()
+
+    def _clear(self) -> None:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+        self.line_shown = False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -1,0 +1,97 @@
+"""Loads plugins from the ``burla`` entry-point group and resolves a backend name to its parts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError, UnknownBackend
+from .hookspecs import ProvisionerRecord, SchedulerRecord, TransportRecord
+
+
+@dataclass
+class Registry:
+    provisioners: dict[str, ProvisionerRecord]
+    transports: dict[str, TransportRecord]
+    schedulers: dict[str, SchedulerRecord]
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+
+
+def _collect(hook, kind: str) -> dict:
+    records: dict = {}
+
+    def register(record) -> None:
+        if record.name in records:
+            raise PluginError(f"two plugins register a {kind} named {record.name!r}; uninstall one of them")
+        records[record.name] = record
+
+    hook(register=register)
+    return records
+
+
+def load_registry(extra_plugins: tuple = ()) -> Registry:
+    """Build the plugin manager: entry points first, then `extra_plugins` (modules or objects
+    with hookimpls, used by tests), then check that every hookimpl matches a hookspec."""
+    manager = pluggy.PluginManager("burla")
+    manager.add_hookspecs(hookspecs)
+    manager.load_setuptools_entrypoints("burla")
+    for plugin in extra_plugins:
+        manager.register(plugin)
+    try:
+        manager.check_pending()
+    except pluggy.PluginValidationError as error:
+        raise PluginError(f"a burla plugin implements a hook that does not exist: {error}") from error
+    registry = Registry(
+        provisioners=_collect(manager.hook.burla_register_provisioners, "backend"),
+        transports=_collect(manager.hook.burla_register_transports, "transport"),
+        schedulers=_collect(manager.hook.burla_register_schedulers, "scheduler"),
+    )
+    if not registry.provisioners:
+        raise PluginError("no burla backend is installed: is the package installed (pip install -e .)?")
+    return registry
+
+
+def registry() -> Registry:
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = load_registry()
+        return _registry
+
+
+def reset_registry() -> None:
+    """Forget loaded plugins (tests install plugins at run time)."""
+    global _registry
+    with _lock:
+        _registry = None
+
+
+def installed_backends() -> list[str]:
+    return sorted(registry().provisioners)
+
+
+def resolve_backend(name: str) -> tuple[ProvisionerRecord, TransportRecord, SchedulerRecord]:
+    reg = registry()
+    if name not in reg.provisioners:
+        raise UnknownBackend(
+            f"unknown backend {name!r}; installed backends: {', '.join(sorted(reg.provisioners))}. "
+            "Pass one of them as backend=..., or set BURLA_BACKEND."
+        )
+    provisioner = reg.provisioners[name]
+    if provisioner.transport not in reg.transports:
+        raise PluginError(
+            f"backend {name!r} needs transport {provisioner.transport!r}, which no installed plugin "
+            f"registers (installed transports: {', '.join(sorted(reg.transports)) or 'none'})"
+        )
+    if provisioner.scheduler not in reg.schedulers:
+        raise PluginError(
+            f"backend {name!r} needs scheduler {provisioner.scheduler!r}, which no installed plugin "
+            f"registers (installed schedulers: {', '.join(sorted(reg.schedulers)) or 'none'})"
+        )
+    return provisioner, reg.transports[provisioner.transport], reg.schedulers[provisioner.scheduler]

@@ -1,0 +1,520 @@
+"""A pool of warm worker processes on one machine, shared by the local backend and the node agent.
+
+    submit(job, batch) ──► job.pending ──dispatch──► worker (one batch at a time) ─┐
+                                                                                   │ msgpack
+    job.sink ◄── RESULTS / LOGS / ERROR / NOTICE ◄── reader thread ◄───────────────┘
+                                                      │ also: a worker's death → retry its input
+                                                      │ once on a new worker; func_ram watchdog;
+                                                      └ cancel deadlines
+
+Each job gets up to `slots` workers of its own, so several jobs run side by side. Workers stay
+alive between jobs (a second call starts in milliseconds) and exit with this process: the pool
+stops them at exit, and each worker also watches its parent.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgpack
+import multiprocess
+from multiprocess import connection as mp_connection
+
+from .types import ERROR, LOGS, NOTICE, RESULTS
+from .worker import worker_main
+
+CANCEL_GRACE_SECONDS = 1.0  # a worker that ignores cancelation this long is killed
+WATCH_INTERVAL = 0.2
+MAX_IDLE_WORKERS = max(8, (os.cpu_count() or 2) * 2)
+
+
+def _start_method() -> str:
+    chosen = os.environ.get("BURLA_START_METHOD")
+    if chosen:
+        return chosen
+    # fork is fast and inherits the caller's imports; macOS and Windows need spawn.
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def describe_exit(exitcode: int | None, reason: str | None) -> str:
+    if reason:
+        return reason
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        text = f"was killed by {name}"
+        if -exitcode == signal.SIGKILL:
+            text += " (the system may have run out of memory)"
+        return text
+    return f"exited with status {exitcode} (os._exit or sys.exit inside the function?)"
+
+
+@dataclass(eq=False)
+class Worker:
+    process: object
+    inbox: object  # we send on it
+    outbox: object  # we receive on it
+    current_index: object
+    current_job: object
+    cancel_job: object
+    profile: tuple
+    loaded_job: int | None = None
+    job: "PoolJob | None" = None
+    batch: "OutstandingBatch | None" = None
+    kill_reason: str | None = None
+    cancel_deadline: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send(self, message: list) -> None:
+        self.inbox.send_bytes(msgpack.packb(message, use_bin_type=True))
+
+
+@dataclass(eq=False)
+class OutstandingBatch:
+    batch_id: int
+    unreported: dict  # input_index -> payload
+
+
+@dataclass(eq=False)
+class PoolJob:
+    job_key: int
+    function_bytes: bytes
+    slots: int
+    sink: Callable[[list], None]
+    node_id: str
+    env: dict
+    ram_limit_bytes: int | None
+    gpu_indices: list[int]
+    pending: collections.deque = field(default_factory=collections.deque)
+    workers: set = field(default_factory=set)
+    deaths: dict = field(default_factory=dict)  # input_index -> deaths so far
+    canceled: bool = False
+    closed: bool = False
+    batch_ids: itertools.count = field(default_factory=lambda: itertools.count(1_000_000_000))
+
+
+class WorkerPool:
+    def __init__(self) -> None:
+        self._context = multiprocess.get_context(_start_method())
+        self._lock = threading.RLock()
+        self._idle: dict[tuple, list[Worker]] = collections.defaultdict(list)
+        self._live: dict[object, Worker] = {}  # outbox connection -> worker, busy or idle
+        self._by_sentinel: dict[int, Worker] = {}
+        self._jobs: dict[int, PoolJob] = {}
+        self._job_keys = itertools.count(1)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._closed = False
+        self._reader = threading.Thread(target=self._read_loop, name="burla-pool-reader", daemon=True)
+        self._reader.start()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def open_job(
+        self,
+        function_bytes: bytes,
+        slots: int,
+        sink: Callable[[list], None],
+        node_id: str = "local",
+        env: dict | None = None,
+        ram_limit_bytes: int | None = None,
+        gpu_indices: list[int] | None = None,
+    ) -> PoolJob:
+        with self._lock:
+            job = PoolJob(
+                job_key=next(self._job_keys),
+                function_bytes=function_bytes,
+                slots=max(1, slots),
+                sink=sink,
+                node_id=node_id,
+                env=dict(env or {}),
+                ram_limit_bytes=ram_limit_bytes,
+                gpu_indices=list(gpu_indices or []),
+            )
+            self._jobs[job.job_key] = job
+            return job
+
+    def submit(self, job: PoolJob, batch_id: int, items: list) -> None:
+        with self._lock:
+            if job.canceled or job.closed:
+                return
+            job.pending.append((batch_id, items))
+            self._dispatch(job)
+
+    def cancel(self, job: PoolJob) -> None:
+        """Drop the job's queued batches and interrupt its running calls; a worker that does not
+        stop within CANCEL_GRACE_SECONDS is killed."""
+        with self._lock:
+            if job.canceled:
+                return
+            job.canceled = True
+            job.pending.clear()
+            deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+            for worker in list(job.workers):
+                if worker.batch is None:
+                    continue
+                worker.cancel_job.value = job.job_key
+                worker.cancel_deadline = deadline
+                try:
+                    os.kill(worker.pid, signal.SIGUSR1)
+                except ProcessLookupError:
+                    pass
+            self._wake()
+
+    def close(self, job: PoolJob) -> None:
+        with self._lock:
+            if not job.canceled and (job.pending or any(w.batch for w in job.workers)):
+                self.cancel(job)
+            job.closed = True
+            for worker in list(job.workers):
+                if worker.batch is None:
+                    self._release(worker)
+            if not job.workers:
+                self._jobs.pop(job.job_key, None)
+
+    def wait_closed(self, job: PoolJob, timeout: float) -> bool:
+        """Wait until every worker of a closed job is back in the pool (or replaced)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not job.workers:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    # --- workers ---------------------------------------------------------------------------
+
+    def _start_worker(self, profile: tuple, gpu_index: int | None) -> Worker:
+        context = self._context
+        inbox_r, inbox_w = context.Pipe(duplex=False)
+        outbox_r, outbox_w = context.Pipe(duplex=False)
+        current_index = context.RawValue("q", -1)
+        current_job = context.RawValue("q", 0)
+        cancel_job = context.RawValue("q", 0)
+        env = {"CUDA_VISIBLE_DEVICES": str(gpu_index)} if gpu_index is not None else {}
+        process = context.Process(
+            target=worker_main,
+            args=(inbox_r, outbox_w, current_index, current_job, cancel_job, env, os.getpid()),
+            name="burla-worker",
+            daemon=False,  # daemonic processes may not start children: nested jobs need that
+        )
+        process.start()
+        inbox_r.close()
+        outbox_w.close()
+        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile)
+
+    def _take_worker(self, job: PoolJob) -> Worker:
+        """An idle worker of the right kind, or a new one. A GPU job's workers each own one GPU
+        (CUDA_VISIBLE_DEVICES is set before anything in the worker can initialise CUDA)."""
+        if job.gpu_indices:
+            in_use = {w.profile[1] for w in job.workers}
+            gpu_index = next(i for i in job.gpu_indices if i not in in_use)
+            profile: tuple = ("gpu", gpu_index)
+        else:
+            gpu_index, profile = None, ("cpu",)
+        idle = self._idle.get(profile)
+        while idle:
+            worker = idle.pop()
+            if worker.process.is_alive():
+                return worker
+            self._forget(worker)
+        return self._start_worker(profile, gpu_index)
+
+    def _dispatch(self, job: PoolJob) -> None:
+        """Give queued batches to free workers of the job, starting workers up to its slots."""
+        while job.pending and not job.canceled:
+            worker = next((w for w in job.workers if w.batch is None), None)
+            if worker is None:
+                if len(job.workers) >= job.slots:
+                    return
+                worker = self._take_worker(job)
+                worker.job = job
+                job.workers.add(worker)
+                self._live[worker.outbox] = worker
+                self._by_sentinel[worker.process.sentinel] = worker
+                self._wake()
+            batch_id, items = job.pending.popleft()
+            worker.batch = OutstandingBatch(batch_id, dict(items))
+            try:
+                if worker.loaded_job != job.job_key:
+                    worker.send(["job", job.job_key, job.function_bytes, job.env])
+                    worker.loaded_job = job.job_key
+                worker.send(["batch", job.job_key, batch_id, items])
+            except (BrokenPipeError, OSError):
+                pass  # it died; the reader thread sees its sentinel and requeues the batch
+
+    def _release(self, worker: Worker) -> None:
+        """The worker's job is over: back to the idle list, or stopped if there are enough."""
+        job = worker.job
+        if job is not None:
+            job.workers.discard(worker)
+            if job.closed and not job.workers:
+                self._jobs.pop(job.job_key, None)
+        worker.job = None
+        worker.batch = None
+        worker.cancel_deadline = None
+        idle = self._idle[worker.profile]
+        if len(idle) < MAX_IDLE_WORKERS and worker.process.is_alive() and worker.kill_reason is None:
+            idle.append(worker)
+            # Keep its connection registered: an idle worker's death is noticed and forgotten.
+        else:
+            self._stop_worker(worker)
+
+    def _stop_worker(self, worker: Worker) -> None:
+        try:
+            worker.send(["stop"])
+        except (BrokenPipeError, OSError):
+            pass
+        self._forget(worker)
+
+    def _forget(self, worker: Worker) -> None:
+        self._live.pop(worker.outbox, None)
+        self._by_sentinel.pop(worker.process.sentinel, None)
+        for connection in (worker.inbox, worker.outbox):
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass
+
+    # --- the reader thread -----------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        while not self._closed:
+            with self._lock:
+                waitables = list(self._live) + list(self._by_sentinel) + [self._wake_r]
+            try:
+                ready = mp_connection.wait(waitables, timeout=WATCH_INTERVAL)
+            except OSError:
+                ready = []  # a connection closed under us; loop and rebuild the list
+            with self._lock:
+                for item in ready:
+                    if item == self._wake_r:
+                        os.read(self._wake_r, 4096)
+                    elif isinstance(item, int):
+                        worker = self._by_sentinel.get(item)
+                        if worker is not None:
+                            self._drain(worker)
+                            self._on_death(worker)
+                    else:
+                        worker = self._live.get(item)
+                        if worker is not None:
+                            self._drain(worker)
+                self._watch()
+
+    def _drain(self, worker: Worker) -> None:
+        """Handle every message the worker has written so far."""
+        connection = worker.outbox
+        try:
+            while connection.poll():
+                self._handle(worker, msgpack.unpackb(connection.recv_bytes(), raw=False))
+        except (EOFError, OSError):
+            pass
+
+    def _handle(self, worker: Worker, items: list) -> None:
+        results: dict[int, list] = {}
+        logs: dict[int, list] = {}
+        for item in items:
+            kind = item[0]
+            job = self._jobs.get(item[1])
+            if job is None or job.canceled:
+                if kind == "d":
+                    self._batch_done(worker)
+                continue
+            if kind == "r":
+                batch = worker.batch
+                if batch is not None:
+                    batch.unreported.pop(item[2], None)
+                results.setdefault(job.job_key, []).append((item[2], item[3]))
+            elif kind == "l":
+                logs.setdefault(job.job_key, []).append((item[2], item[3], item[4]))
+            elif kind == "e":
+                batch = worker.batch
+                if batch is not None:
+                    batch.unreported.pop(item[2], None)
+                self._flush_events(results, logs)
+                job.sink([ERROR, job.node_id, (item[2], item[3])])
+            elif kind == "d":
+                self._flush_events(results, logs)
+                self._batch_done(worker)
+        self._flush_events(results, logs)
+
+    def _flush_events(self, results: dict, logs: dict) -> None:
+        # Logs first: a line printed before `return` must reach the caller before the result.
+        for job_key, entries in logs.items():
+            job = self._jobs.get(job_key)
+            if job is not None and not job.canceled:
+                job.sink([LOGS, job.node_id, entries])
+        for job_key, entries in results.items():
+            job = self._jobs.get(job_key)
+            if job is not None and not job.canceled:
+                job.sink([RESULTS, job.node_id, entries])
+        logs.clear()
+        results.clear()
+
+    def _batch_done(self, worker: Worker) -> None:
+        job = worker.job
+        worker.batch = None
+        worker.cancel_deadline = None
+        if job is None:
+            return
+        if job.canceled or job.closed or (not job.pending):
+            if job.closed or job.canceled:
+                self._release(worker)
+            return
+        self._dispatch(job)
+
+    def _on_death(self, worker: Worker) -> None:
+        worker.process.join(timeout=1)
+        how = describe_exit(worker.process.exitcode, worker.kill_reason)
+        self._forget(worker)
+        for idle in self._idle.values():
+            if worker in idle:
+                idle.remove(worker)
+        job = worker.job
+        batch = worker.batch
+        worker.job = None
+        worker.batch = None
+        if job is None:
+            return
+        job.workers.discard(worker)
+        if job.closed and not job.workers:
+            self._jobs.pop(job.job_key, None)
+        if job.canceled or job.closed or batch is None:
+            return
+        culprit = worker.current_index.value
+        requeue = [(index, payload) for index, payload in batch.unreported.items() if index != culprit]
+        if culprit in batch.unreported:
+            deaths = job.deaths.get(culprit, 0) + 1
+            job.deaths[culprit] = deaths
+            if deaths >= 2:
+                job.sink(
+                    [
+                        ERROR,
+                        job.node_id,
+                        (culprit, {"worker_died": True, "how": how, "pid": worker.pid}),
+                    ]
+                )
+            else:
+                job.sink(
+                    [NOTICE, job.node_id, f"input {culprit}: the worker running it {how}; retrying it once on a new worker"]
+                )
+                job.pending.appendleft((next(job.batch_ids), [(culprit, batch.unreported[culprit])]))
+        if requeue:
+            job.pending.appendleft((next(job.batch_ids), requeue))
+        self._dispatch(job)
+
+    def _watch(self) -> None:
+        """Kill workers over their job's func_ram, or ignoring a cancel past its deadline."""
+        now = time.monotonic()
+        for worker in list(self._live.values()):
+            if worker.kill_reason is not None:
+                continue
+            if worker.cancel_deadline is not None and now > worker.cancel_deadline:
+                worker.kill_reason = "did not stop when canceled and was killed"
+                self._kill(worker)
+                continue
+            job = worker.job
+            if job is None or job.ram_limit_bytes is None or worker.batch is None:
+                continue
+            used = _rss_bytes(worker.pid)
+            if used is not None and used > job.ram_limit_bytes:
+                worker.kill_reason = (
+                    f"ran out of memory: it used {used / 2**30:.2f} GiB, more than its "
+                    f"func_ram of {job.ram_limit_bytes / 2**30:.0f} GiB"
+                )
+                self._kill(worker)
+
+    def _kill(self, worker: Worker) -> None:
+        try:
+            os.kill(worker.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers = list(self._live.values())
+            for idle in self._idle.values():
+                workers.extend(idle)
+            for worker in set(workers):
+                if worker.batch is not None:
+                    self._kill(worker)
+                else:
+                    self._stop_worker(worker)
+            self._idle.clear()
+            self._live.clear()
+            self._by_sentinel.clear()
+        deadline = time.monotonic() + 1.0
+        for worker in set(workers):
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                self._kill(worker)
+                worker.process.join(timeout=1)
+        self._wake()
+
+    def worker_pids(self) -> list[int]:
+        with self._lock:
+            pids = {w.pid for w in self._live.values()}
+            for idle in self._idle.values():
+                pids.update(w.pid for w in idle)
+            return sorted(pids)
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def shared_pool() -> WorkerPool:
+    """The process-wide pool (a forked child gets a fresh one)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = WorkerPool()
+        return _pool
+
+
+def _shutdown_shared_pool() -> None:
+    if _pool is not None:
+        _pool.shutdown()
+
+
+def _forget_pool_in_child() -> None:
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+atexit.register(_shutdown_shared_pool)
+os.register_at_fork(after_in_child=_forget_pool_in_child)

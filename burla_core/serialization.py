@@ -1,0 +1,183 @@
+"""Pickling of functions, inputs, results and exceptions, with the size limits of the API.
+
+Plain values (numbers, strings, bytes, None and flat tuples of them) go through the C pickler,
+which is ~7x faster than cloudpickle; everything else goes through cloudpickle, so lambdas,
+closures and classes defined in `__main__` travel by value to machines that lack them.
+"""
+
+from __future__ import annotations
+
+import io
+import linecache
+import pickle
+import traceback
+import types
+from collections import ChainMap
+from typing import Any
+
+import cloudpickle
+
+from .errors import FunctionTooBig, InputTooBig, RemoteException, RemoteTraceback, UnpicklableFunction
+
+MAX_FUNCTION_BYTES = 100 * 1000 * 1000
+MAX_INPUT_BYTES = 200 * 1000 * 1000
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+_PLAIN = (int, float, str, bytes, bool, type(None))
+
+
+def _code_reduce_keeping_filename(code: types.CodeType):
+    """cloudpickle replaces a function's file name with "<dynamic-code>"; keep the real one so
+    that remote tracebacks name the user's file and line."""
+    constructor, args = _cloudpickle_code_reduce(code)
+    args = tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+    return constructor, args
+
+
+_cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_code_reduce", None)
+
+
+class _Pickler(cloudpickle.Pickler):
+    if _cloudpickle_code_reduce is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+
+def cloudpickle_dumps(value: Any) -> bytes:
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=PROTOCOL).dump(value)
+        return buffer.getvalue()
+
+
+def dumps(value: Any) -> bytes:
+    kind = type(value)
+    if kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value)):
+        return pickle.dumps(value, PROTOCOL)
+    return cloudpickle_dumps(value)
+
+
+loads = pickle.loads
+
+
+def describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def dumps_function(function: Any) -> bytes:
+    if not callable(function):
+        from .errors import InvalidArgument
+
+        raise InvalidArgument(f"function_ must be callable; got {describe(function)} of type {type(function).__name__}")
+    try:
+        payload = cloudpickle_dumps(function)
+    except Exception as error:  # cloudpickle raises many types: TypeError, PicklingError, ...
+        name = getattr(function, "__qualname__", describe(function))
+        raise UnpicklableFunction(
+            f"function {name} cannot be pickled with cloudpickle ({type(error).__name__}: {error}). "
+            "Something it uses (a lock, an open file, a client connection) must be created inside "
+            "the function instead of captured from outside."
+        ) from error
+    if len(payload) > MAX_FUNCTION_BYTES:
+        raise FunctionTooBig(
+            f"function {getattr(function, '__qualname__', '?')} is {len(payload) / 1e6:.1f} MB pickled; "
+            f"the limit is {MAX_FUNCTION_BYTES / 1e6:.0f} MB. Load large data inside the function "
+            "(from a file or URL) or pass it as an input instead of capturing it in a closure or global."
+        )
+    return payload
+
+
+def as_args(value: Any) -> tuple:
+    """A tuple input is unpacked into *args; anything else is one argument."""
+    return value if type(value) is tuple else (value,)
+
+
+def dumps_input(input_index: int, value: Any) -> bytes:
+    from .errors import UnpicklableInput
+
+    try:
+        payload = dumps(as_args(value))
+    except Exception as error:
+        raise UnpicklableInput(
+            f"input {input_index} ({describe(value)}) cannot be pickled ({type(error).__name__}: {error})",
+            input_index,
+        ) from error
+    if len(payload) > MAX_INPUT_BYTES:
+        raise InputTooBig(
+            f"input {input_index} is {len(payload) / 1e6:.1f} MB pickled; the limit is "
+            f"{MAX_INPUT_BYTES / 1e6:.0f} MB. Store large data somewhere the function can read it "
+            "and pass its location instead.",
+            input_index,
+        )
+    return payload
+
+
+# --- exceptions -------------------------------------------------------------------------------
+
+
+def _user_tb(error: BaseException, skip_frames: int):
+    tb = error.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    return tb
+
+
+def user_traceback(error: BaseException, skip_frames: int) -> str:
+    """The traceback of `error` without the first `skip_frames` frames (Burla's own)."""
+    return "".join(traceback.format_exception(type(error), error, _user_tb(error, skip_frames)))
+
+
+def render_traceback(info: dict) -> str:
+    """The remote traceback as text. Frames whose source the worker could not read (a function
+    sent from a notebook cell to another machine) take their lines from this machine's linecache."""
+    frames = info.get("frames")
+    if not frames or all(line for _, _, _, line in frames):
+        return info["traceback"]
+    summary = traceback.StackSummary.from_list(
+        [(filename, lineno, name, line or linecache.getline(filename, lineno).strip()) for filename, lineno, name, line in frames]
+    )
+    return "Traceback (most recent call last):\n" + "".join(summary.format()) + info.get("exception_only", "")
+
+
+def error_info(error: BaseException, skip_frames: int) -> dict:
+    """What a worker sends when the function raises: the pickled exception when it pickles, and
+    always its type name, message and traceback text."""
+    tb = _user_tb(error, skip_frames)
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    frames = [(f.filename, f.lineno, f.name, f.line or "") for f in traceback.extract_tb(tb)]
+    try:
+        pickled = cloudpickle_dumps(error)
+        pickle.loads(pickled)  # an exception whose __init__ needs other args fails only here
+    except Exception:
+        pickled = None
+    return {
+        "pickled": pickled,
+        "type_name": f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
+        "message": str(error),
+        "traceback": text,
+        "frames": frames,
+        "exception_only": "".join(traceback.format_exception_only(type(error), error)),
+    }
+
+
+def rebuild_exception(info: dict, input_index: int) -> BaseException:
+    """The exception to raise in the caller: the original type when it unpickles here, else a
+    RemoteException carrying its type name, message and traceback text."""
+    error: BaseException | None = None
+    if info.get("pickled") is not None:
+        try:
+            error = pickle.loads(info["pickled"])
+        except Exception:
+            error = None
+    text = render_traceback(info)
+    if error is None:
+        error = RemoteException(info["type_name"], info["message"], text, input_index)
+    try:
+        error.burla_input_index = input_index  # type: ignore[attr-defined]
+        error.burla_traceback = text  # type: ignore[attr-defined]
+    except Exception:  # an exception type with __slots__ or a read-only attribute
+        pass
+    error.__cause__ = RemoteTraceback(
+        f"Traceback from input {input_index} (remote):\n" + text.split("\n", 1)[-1]
+    )
+    return error

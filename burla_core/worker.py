@@ -1,0 +1,217 @@
+"""The worker process: runs the user's function on inputs, one at a time, and reports back.
+
+    pool ──(batch msg)──► [recv]  main thread: for each input: unpickle, call, pickle result
+                                        │ results / log lines / errors
+                                        ▼
+    pool ◄──(one msg per few ms)── Outbox ◄── sender thread (coalesces, so 10,000 no-op inputs
+                                                 cost a few dozen pipe writes, not 10,000)
+
+Messages are msgpack lists. Pool → worker: ["job", job, function_bytes, env],
+["batch", job, batch_id, [[index, payload], ...]], ["stop"]. Worker → pool: a list of items
+["r", job, index, pickled_result], ["l", job, index, stream, text], ["e", job, index, info],
+["d", job, batch_id] (batch finished).
+
+`current_index` (shared memory) holds the input now running, so that when this process dies the
+pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
+the canceled job in `cancel_job`: the handler raises inside the user's function.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+
+import msgpack
+
+from .serialization import PROTOCOL, dumps, error_info
+
+COALESCE_SECONDS = 0.002
+MAX_PARTIAL_LINE = 64 * 1024
+
+
+class CancelInput(BaseException):
+    """Raised inside the user's function when the pool cancels its job."""
+
+
+class Outbox:
+    """Items for the pool. The main thread adds; a sender thread sends them in coalesced
+    messages; `flush` sends at once (batch end)."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.items: collections.deque = collections.deque()
+        self.send_lock = threading.Lock()
+        self.wake = threading.Event()
+        thread = threading.Thread(target=self._sender, name="burla-outbox", daemon=True)
+        thread.start()
+
+    def add(self, item: list) -> None:
+        self.items.append(item)
+        if not self.wake.is_set():
+            self.wake.set()
+
+    def flush(self) -> None:
+        with self.send_lock:
+            self._send_pending()
+
+    def _send_pending(self) -> None:
+        items = self.items
+        count = len(items)
+        if count:
+            batch = [items.popleft() for _ in range(count)]
+            try:
+                self.connection.send_bytes(msgpack.packb(batch, use_bin_type=True))
+            except (BrokenPipeError, OSError):
+                os._exit(0)  # the pool is gone; nobody is left to report to
+
+    def _sender(self) -> None:
+        while True:
+            self.wake.wait()
+            time.sleep(COALESCE_SECONDS)
+            self.wake.clear()
+            with self.send_lock:
+                self._send_pending()
+
+
+class LineCapture(io.TextIOBase):
+    """Stands in for sys.stdout / sys.stderr while an input runs: whole lines go to the outbox
+    tagged with the input index, so lines from different inputs never mix mid-line."""
+
+    def __init__(self, outbox: Outbox, stream: int) -> None:
+        self.outbox = outbox
+        self.stream = stream
+        self.job = 0
+        self.input_index = -1
+        self.partial = ""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, text) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if "\n" in text:
+            whole, _, rest = (self.partial + text).rpartition("\n")
+            self.partial = rest
+            self.outbox.add(["l", self.job, self.input_index, self.stream, whole + "\n"])
+        else:
+            self.partial += text
+            if len(self.partial) > MAX_PARTIAL_LINE:
+                self.end_input()
+        return len(text)
+
+    def end_input(self) -> None:
+        """Send a trailing partial line, ended, so that it cannot merge with another input's."""
+        if self.partial:
+            self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial + "\n"])
+            self.partial = ""
+
+
+class WorkerState:
+    def __init__(self, current_index, current_job, cancel_job) -> None:
+        self.current_index = current_index
+        self.current_job = current_job
+        self.cancel_job = cancel_job
+        self.in_call = False
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the process that started this worker is gone (never leak past it)."""
+    while True:
+        time.sleep(0.25)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def worker_main(inbox, outbox_connection, current_index, current_job, cancel_job, env: dict, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
+    os.environ.update(env)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="burla-parent-watch", daemon=True).start()
+    state = WorkerState(current_index, current_job, cancel_job)
+
+    def on_cancel(signum, frame) -> None:
+        if state.in_call and state.cancel_job.value == state.current_job.value:
+            raise CancelInput()
+
+    signal.signal(signal.SIGUSR1, on_cancel)
+    outbox = Outbox(outbox_connection)
+    stdout, stderr = LineCapture(outbox, 1), LineCapture(outbox, 2)
+    real_stdout, real_stderr = sys.stdout, sys.stderr
+    function = None
+    loaded_job = None
+    while True:
+        try:
+            message = msgpack.unpackb(inbox.recv_bytes(), raw=False)
+        except (EOFError, OSError):
+            os._exit(0)
+        kind = message[0]
+        if kind == "batch":
+            _, job, batch_id, items = message
+            if job != loaded_job:
+                raise RuntimeError(f"batch for job {job} arrived before its function")
+            sys.stdout, sys.stderr = stdout, stderr
+            try:
+                _run_batch(function, job, items, state, outbox, stdout, stderr)
+            finally:
+                sys.stdout, sys.stderr = real_stdout, real_stderr
+            outbox.add(["d", job, batch_id])
+            outbox.flush()
+        elif kind == "job":
+            _, loaded_job, function_bytes, job_env = message
+            os.environ.update(job_env)
+            function = pickle.loads(function_bytes)
+        elif kind == "stop":
+            outbox.flush()
+            os._exit(0)
+
+
+def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
+    stdout.job = stderr.job = job
+    state.current_job.value = job
+    add = outbox.add
+    for position, (input_index, payload) in enumerate(items):
+        if state.cancel_job.value == job:
+            return
+        state.current_index.value = input_index
+        stdout.input_index = stderr.input_index = input_index
+        try:
+            try:
+                state.in_call = True
+                result = function(*pickle.loads(payload))
+                state.in_call = False
+            except CancelInput:
+                raise
+            except BaseException as error:  # the user's error, whatever it is, goes to the caller
+                state.in_call = False
+                stdout.end_input()
+                stderr.end_input()
+                # Frames to hide: this one (the call site); the rest are the user's.
+                add(["e", job, input_index, error_info(error, skip_frames=1)])
+                continue
+            stdout.end_input()
+            stderr.end_input()
+            try:
+                add(["r", job, input_index, dumps(result)])
+            except Exception as error:
+                info = error_info(error, skip_frames=0)
+                info["unpicklable_result"] = True
+                add(["e", job, input_index, info])
+        except CancelInput:
+            state.in_call = False
+            stdout.end_input()
+            stderr.end_input()
+            return
+        finally:
+            state.current_index.value = -1
