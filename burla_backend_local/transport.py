@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from burla_core.interfaces import NodeSession, Transport
 from burla_core.pool import WorkerPool, shared_pool
 from burla_core.types import EventSink, InputBatch, JobSpec, NodeInfo
@@ -19,6 +21,7 @@ class LocalSession(NodeSession):
             slots,
             events.put,
             node_id=node.node_id,
+            env={"BURLA_CWD": os.getcwd()},
             ram_limit_bytes=job.resources.func_ram * GIB,
             gpu_indices=[gpu.index for gpu in node.gpus] if job.resources.func_gpu else None,
         )

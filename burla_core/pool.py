@@ -338,6 +338,9 @@ class WorkerPool:
         for item in items:
             kind = item[0]
             job = self._jobs.get(item[1])
+            if kind == "s":
+                worker.current_index.value = item[2]
+                continue
             if job is None or job.canceled:
                 if kind == "d":
                     self._batch_done(worker)

@@ -135,18 +135,26 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(1)
 
 
-def worker_main(inbox, outbox_connection, current_index, current_job, cancel_job, env: dict, parent_pid: int) -> None:
+def worker_main(
+    inbox, outbox_connection, current_index, current_job, cancel_job, env: dict, parent_pid: int | None, outbox_ref=None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     os.environ.update(env)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="burla-parent-watch", daemon=True).start()
+    if parent_pid is not None:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="burla-parent-watch", daemon=True).start()
     state = WorkerState(current_index, current_job, cancel_job)
+    shares_memory = outbox_ref is None
 
     def on_cancel(signum, frame) -> None:
+        if not shares_memory:  # the pool cannot say which job; it signals only the one running
+            state.cancel_job.value = state.current_job.value
         if state.in_call and state.cancel_job.value == state.current_job.value:
             raise CancelInput()
 
     signal.signal(signal.SIGUSR1, on_cancel)
     outbox = Outbox(outbox_connection)
+    if outbox_ref is not None:
+        outbox_ref.append(outbox)
     stdout, stderr = LineCapture(outbox, 1), LineCapture(outbox, 2)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     function = None
@@ -170,7 +178,10 @@ def worker_main(inbox, outbox_connection, current_index, current_job, cancel_job
             outbox.flush()
         elif kind == "job":
             _, loaded_job, function_bytes, job_env = message
+            cwd = job_env.pop("BURLA_CWD", None)
             os.environ.update(job_env)
+            if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
+                os.chdir(cwd)  # a warm worker follows the caller's current directory
             function = pickle.loads(function_bytes)
         elif kind == "stop":
             outbox.flush()
@@ -180,6 +191,8 @@ def worker_main(inbox, outbox_connection, current_index, current_job, cancel_job
 def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
     stdout.job = stderr.job = job
     state.current_job.value = job
+    if isinstance(state.current_index, _ReportingIndex):
+        state.current_index.job = job
     add = outbox.add
     for position, (input_index, payload) in enumerate(items):
         if state.cancel_job.value == job:
@@ -215,3 +228,62 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
             return
         finally:
             state.current_index.value = -1
+
+
+class _ReportingIndex:
+    """`current_index` for a worker without memory shared with its pool (one in a container):
+    each input's start is reported at once, so the pool still knows which input killed it."""
+
+    def __init__(self, outbox_ref: list) -> None:
+        self._value = -1
+        self._outbox_ref = outbox_ref
+        self.job = 0
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, index: int) -> None:
+        self._value = index
+        if index >= 0 and self._outbox_ref:
+            outbox = self._outbox_ref[0]
+            outbox.add(["s", self.job, index])
+            outbox.flush()
+
+
+class _PlainValue:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def stdio_main() -> None:
+    """`python -m burla_core.worker --stdio`: a worker speaking the pool's protocol over stdin and
+    stdout, for workers the pool cannot fork (inside a container image). Stray writes to file
+    descriptor 1 (C extensions, subprocesses) are sent to stderr so they cannot corrupt it."""
+    from multiprocess.connection import Connection
+
+    inbox = Connection(os.dup(0), writable=False)
+    outbox_connection = Connection(os.dup(1), readable=False)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    outbox_ref: list = []
+    current_index = _ReportingIndex(outbox_ref)
+    worker_main(
+        inbox,
+        outbox_connection,
+        current_index,
+        _PlainValue(0),
+        _PlainValue(0),
+        {},
+        parent_pid=None,
+        outbox_ref=outbox_ref,
+    )
+
+
+if __name__ == "__main__":
+    if "--stdio" in sys.argv[1:]:
+        stdio_main()
+    else:
+        sys.exit("usage: python -m burla_core.worker --stdio  (started by a burla worker pool)")

@@ -1,0 +1,248 @@
+"""Behaviour specific to the local backend: slots from this machine, GPUs, memory, images."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import burla
+from burla import remote_parallel_map
+from burla_backend_local import provisioner as local
+from burla_core.types import ResourceRequest
+
+from .conftest import TESTS_DIR, python_env
+
+
+def rpm(*args, **kwargs):
+    kwargs.setdefault("spinner", False)
+    return remote_parallel_map(*args, **kwargs)
+
+
+def test_slots_are_the_smaller_of_cores_per_func_cpu_and_ram_per_func_ram():
+    cpus, ram = local.cpu_count(), local.usable_ram_gb()
+    for func_cpu, func_ram in [(1, 1), (1, 4), (2, 1), (1, int(ram // 2) or 1)]:
+        node = local.LocalProvisioner().eligible_nodes(ResourceRequest(func_cpu, func_ram))[0]
+        assert node.slots == min(cpus // func_cpu, int(ram // func_ram)), (func_cpu, func_ram, node)
+
+
+def test_request_no_node_can_satisfy_fails_at_once_saying_what_the_machine_has():
+    started = time.monotonic()
+    with pytest.raises(burla.NoCompatibleNodes) as caught:
+        rpm(abs, [1], func_cpu=local.cpu_count() + 1)
+    message = str(caught.value)
+    assert f"{local.cpu_count()} CPUs" in message and "GB of usable RAM" in message, message
+    with pytest.raises(burla.NoCompatibleNodes, match="func_ram=100000"):
+        rpm(abs, [1], func_ram=100_000)
+    assert time.monotonic() - started < 2
+
+
+def test_calls_run_concurrently_on_all_slots(tmp_path):
+    def record(x):
+        import time as t
+
+        start = t.time()
+        t.sleep(0.3)
+        return start, t.time()
+
+    spans = rpm(record, range(local.cpu_count()), func_ram=1)
+    latest_start = max(s for s, _ in spans)
+    earliest_end = min(e for _, e in spans)
+    assert latest_start < earliest_end, f"calls did not overlap: {spans}"
+
+
+def test_unknown_gpu_name_fails_listing_the_valid_ones():
+    with pytest.raises(burla.UnknownGPU) as caught:
+        rpm(abs, [1], func_gpu="T4")
+    for name in ("A100", "A100_40G", "A100_80G", "H100", "H100_80G"):
+        assert name in str(caught.value)
+
+
+def test_no_gpu_of_the_family_fails_at_once(fake_gpus):
+    fake_gpus("H100:81559")
+    with pytest.raises(burla.NoCompatibleNodes) as caught:
+        rpm(abs, [1], func_gpu="A100_80G")
+    assert "H100" in str(caught.value), caught.value
+    fake_gpus("")
+    with pytest.raises(burla.NoCompatibleNodes, match="no NVIDIA GPU"):
+        rpm(abs, [1], func_gpu="H100")
+
+
+def test_each_gpu_call_sees_exactly_one_gpu_of_the_family(fake_gpus, tmp_path):
+    fake_gpus("H100:81559,A100:40960,H100:81559")
+
+    def visible(x):
+        import os as o
+        import time as t
+
+        t.sleep(0.2)
+        return o.environ.get("CUDA_VISIBLE_DEVICES")
+
+    seen = rpm(visible, range(6), func_gpu="H100", func_ram=1)
+    assert set(seen) == {"0", "2"}, f"H100 calls must each see one H100 (indices 0 and 2): {seen}"
+    # an 80 GB A100 also satisfies a plain "A100" request; a 40 GB one does not satisfy A100_80G
+    assert set(rpm(visible, range(2), func_gpu="A100", func_ram=1)) == {"1"}
+
+
+@pytest.mark.skipif(
+    shutil.which("nvidia-smi") is None or subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode != 0,
+    reason="no NVIDIA GPU on this machine",
+)
+def test_real_gpu_calls_each_see_exactly_one_gpu():
+    gpus = local.detect_gpus()
+    family = next((g.family for g in gpus if g.family), None)
+    if family is None:
+        pytest.skip(f"no GPU of a func_gpu family here: {gpus}")
+
+    def inspect(x):
+        import subprocess as sp
+
+        listed = sp.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout.strip().splitlines()
+        try:
+            import torch
+
+            torch_count = torch.cuda.device_count()
+        except ImportError:
+            torch_count = None
+        print(f"input {x}: nvidia-smi -L -> {listed}; torch.cuda.device_count() -> {torch_count}")
+        return len(listed), torch_count
+
+    results = rpm(inspect, range(4), func_gpu=family, func_ram=1)
+    for listed, torch_count in results:
+        assert listed == 1, results
+        assert torch_count in (1, None), results
+
+
+def test_function_over_func_ram_is_killed_retried_once_then_raises(tmp_path):
+    def hog(x):
+        import time as t
+
+        block = bytearray(1536 * 2**20)  # 1.5 GiB, touched so it is resident
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        t.sleep(5)
+        return len(block)
+
+    started = time.monotonic()
+    with pytest.raises(burla.WorkerDied) as caught:
+        rpm(hog, [0], func_ram=1)
+    assert caught.value.burla_input_index == 0
+    assert "ran out of memory" in str(caught.value) and "func_ram of 1 GiB" in str(caught.value), caught.value
+    assert time.monotonic() - started < 20
+
+
+def test_image_without_a_container_engine_fails_at_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, no podman
+    with pytest.raises(burla.ContainerEngineMissing, match="docker or podman"):
+        rpm(abs, [1], image="python:3.11")
+
+
+def test_image_runs_workers_through_the_container_engine(monkeypatch, tmp_path):
+    """With an engine present, workers are `docker run -i IMAGE python -m burla_core.worker
+    --stdio`. No engine runs on CI machines, so a stand-in client runs that command here; what
+    is checked is how the backend drives an engine and speaks to a worker over stdio."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(TESTS_DIR / "fake_docker.py")
+    log = tmp_path / "docker.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    monkeypatch.setenv("FAKE_DOCKER_PYTHON", sys.executable)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
+
+    def square(x):
+        print(f"squaring {x}")
+        return x * x
+
+    assert rpm(square, range(5), image="example/image:1", func_ram=1) == [0, 1, 4, 9, 16]
+    commands = log.read_text().splitlines()
+    runs = [c for c in commands if c.startswith("run ")]
+    assert runs and all("example/image:1 python -m burla_core.worker --stdio" in c for c in runs), commands
+
+    marker_dir = str(tmp_path)
+
+    def die_once(x):
+        import os as o
+
+        marker = o.path.join(marker_dir, f"{x}.died")
+        if not o.path.exists(marker):
+            open(marker, "w").close()
+            o._exit(3)
+        return x
+
+    assert rpm(die_once, [7], image="example/image:1", func_ram=1) == [7]
+
+
+def test_grow_on_local_says_it_cannot_grow_and_runs(capfd):
+    assert rpm(abs, [-1, -2], grow=True) == [1, 2]
+    assert "cannot add nodes" in capfd.readouterr().err
+
+
+def test_workers_do_not_outlive_the_calling_process(tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import os\n"
+        "from burla import remote_parallel_map\n"
+        "pids = set(remote_parallel_map(lambda x: os.getpid(), range(8), func_ram=1, spinner=False))\n"
+        "print(' '.join(map(str, pids)))\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=python_env())
+    assert out.returncode == 0, out.stderr
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists()]
+    assert not alive, f"worker processes {alive} outlived their caller"
+
+
+def test_workers_exit_when_the_caller_is_killed(tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from burla import remote_parallel_map\n"
+        "def slow(x):\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "remote_parallel_map(slow, range(2), func_ram=1, spinner=False)\n"
+    )
+    caller = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=python_env())
+    pids = [int(caller.stdout.readline()) for _ in range(2)]
+    caller.kill()
+    caller.wait(10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.05)
+    assert not [p for p in pids if Path(f"/proc/{p}").exists()], "workers outlived a SIGKILLed caller"
+
+
+def test_spawn_start_method_works(tmp_path):
+    """macOS and Windows start workers with spawn: the same calls work there."""
+    script = tmp_path / "spawned.py"
+    script.write_text(
+        "from burla import remote_parallel_map\n"
+        "def double(x):\n"
+        "    print('doubling', x)\n"
+        "    return 2 * x\n"
+        "if __name__ == '__main__':\n"
+        "    print(remote_parallel_map(double, range(4), func_ram=1, spinner=False))\n"
+        "    print(remote_parallel_map(lambda x: x + 1, range(3), func_ram=1, spinner=False))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=python_env(BURLA_START_METHOD="spawn")
+    )
+    assert out.returncode == 0, out.stderr
+    assert "[0, 2, 4, 6]" in out.stdout and "[1, 2, 3]" in out.stdout and "doubling 3" in out.stdout, out.stdout
+
+
+def test_warm_workers_follow_the_callers_working_directory(tmp_path, monkeypatch):
+    rpm(abs, [1])  # workers are warm, started in the old directory
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data.txt").write_text("here")
+    assert rpm(lambda name: open(name).read(), ["data.txt"]) == ["here"]
