@@ -35,6 +35,9 @@ class LocalSession(NodeSession):
     def close(self) -> None:
         self.pool.close(self.pool_job)
 
+    def is_stopped(self) -> bool:
+        return self.pool.is_stopped(self.pool_job)
+
     def wait_stopped(self, timeout: float) -> bool:
         return self.pool.wait_closed(self.pool_job, timeout)
 

@@ -60,6 +60,12 @@ class NodeSession(ABC):
     def close(self) -> None:
         """Release the node's resources for this job (the job is over)."""
 
+    def is_stopped(self) -> bool:
+        """After cancel(): True once none of the job's calls runs on the node any more. Until
+        then the session still delivers the LOGS its calls wrote, so that output written before
+        an error is never lost. The default says stopped at once."""
+        return True
+
 
 class Transport(ABC):
     """How a job's function, batches, results, logs and errors travel to and from a node."""

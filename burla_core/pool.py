@@ -188,6 +188,11 @@ class WorkerPool:
             if not job.workers:
                 self._jobs.pop(job.job_key, None)
 
+    def is_stopped(self, job: PoolJob) -> bool:
+        """No call of the job is running any more."""
+        with self._lock:
+            return not any(worker.batch is not None for worker in job.workers)
+
     def wait_closed(self, job: PoolJob, timeout: float) -> bool:
         """Wait until every worker of a closed job is back in the pool (or replaced)."""
         deadline = time.monotonic() + timeout
@@ -344,6 +349,9 @@ class WorkerPool:
             if job is None or job.canceled:
                 if kind == "d":
                     self._batch_done(worker)
+                elif kind == "l" and job is not None:
+                    # Output written before the cancel still reaches the caller.
+                    job.sink([LOGS, job.node_id, [(item[2], item[3], item[4])]])
                 continue
             if kind == "r":
                 batch = worker.batch

@@ -28,7 +28,7 @@ from .errors import NodeDisconnected
 from .hookspecs import SchedulerRecord, hookimpl
 from .interfaces import NodeSession, Provisioner, Scheduler, Transport
 from .serialization import dumps_input
-from .types import ERROR, NODE_LOST, RESULTS, STARTED, EventSink, InputBatch, JobSpec, NodeInfo
+from .types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, STARTED, EventSink, InputBatch, JobSpec, NodeInfo
 
 MAX_BATCH_INPUTS = 2048
 MAX_BATCH_BYTES = 8 * 1000 * 1000
@@ -203,6 +203,7 @@ class DefaultScheduler(Scheduler):
                     elif kind == ERROR:
                         settle(event[2][0])
                         progress.failed += 1
+                        yield from self._stop_after_error(sessions, events)
                     elif kind == NODE_LOST:
                         lose(event[1], event[2])
                     yield event
@@ -221,6 +222,23 @@ class DefaultScheduler(Scheduler):
                 wait_stopped = getattr(session, "wait_stopped", None)
                 if wait_stopped is not None:
                     wait_stopped(max(0.0, deadline - time.monotonic()))
+
+
+    def _stop_after_error(self, sessions: dict[str, NodeSession], events: EventSink) -> Iterator[list]:
+        """The job failed: cancel it everywhere, and pass on the output its other calls wrote
+        until they have stopped (within STOP_SECONDS), before the error itself."""
+        for session in sessions.values():
+            session.cancel()
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            event = events.get(0.01)
+            if event is not None and event[0] in (LOGS, NOTICE):
+                yield event
+            elif event is None and all(session.is_stopped() for session in sessions.values()):
+                break
+        while (event := events.get_nowait()) is not None:
+            if event[0] in (LOGS, NOTICE):
+                yield event
 
 
 @hookimpl
