@@ -1,8 +1,38 @@
-"""The `burla` command line (placeholder until the CLI lands)."""
+"""The `burla` command: `burla install` and `burla login` (the gcp backend's), and `burla jobs`."""
+
+from __future__ import annotations
 
 import click
 
+from burla_core import __version__
 
-@click.group()
+from .cluster import install, login
+from .jobs import jobs
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="burla", message="%(prog)s %(version)s")
 def cli() -> None:
-    """Burla: run any Python function over a list of inputs on many computers at once."""
+    """Burla: run any Python function over a list of inputs on many computers at once.
+
+    \b
+    In Python:
+        from burla import remote_parallel_map
+        results = remote_parallel_map(my_function, my_inputs)
+
+    With no cluster set up, calls run on this machine (the "local" backend). `burla install`
+    deploys a cluster into your own Google Cloud project and `burla login` connects this
+    computer to it. Jobs started with `detach=True` keep running when the program that started
+    them stops; `burla jobs` lists them, shows their logs and results, and cancels them.
+
+    Run `burla COMMAND --help` for the documentation of a command.
+    """
+
+
+cli.add_command(install)
+cli.add_command(login)
+cli.add_command(jobs)
+
+
+if __name__ == "__main__":
+    cli(prog_name="burla")

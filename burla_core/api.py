@@ -143,11 +143,18 @@ class JobRun:
         input_count: int | None,
         spinner: bool,
         prepickled: bool = False,
+        console: Console | None = None,
+        error_sink: Callable[[int, dict], None] | None = None,
     ) -> None:
+        """`console` replaces the terminal Console (anything with its write_logs / notice /
+        update / close methods: the detached runner's writes them to the job store).
+        `error_sink`, when given, receives the first ERROR event's (input_index, info dict)
+        instead of it being raised; the stream then ends and the rest of the job is canceled."""
         self.job = job
         self.input_count = input_count
         self.scheduler = scheduler
-        self.console = Console(spinner, job.function_name)
+        self.console = console if console is not None else Console(spinner, job.function_name)
+        self.error_sink = error_sink
         kwargs = {"prepickled": True} if prepickled else {}
         self.events = scheduler.run(job, indexed_inputs, input_count, provisioner, transport, **kwargs)
         # Start now (not at the first next() of a generator): the first batches go out at once.
@@ -185,6 +192,9 @@ class JobRun:
                     console.write_logs(event[2])
                 elif kind == ERROR:
                     input_index, info = event[2]
+                    if self.error_sink is not None:
+                        self.error_sink(input_index, info)
+                        return
                     raise error_from_info(input_index, info)
                 elif kind == NOTICE:
                     console.notice(event[2])

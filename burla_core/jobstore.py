@@ -1,0 +1,641 @@
+"""The job store: detached jobs, their inputs, logs, results and errors, in one SQLite file.
+
+    caller ──create_job / add_inputs──► jobs.sqlite3 ◄──claim / iter_inputs── runner process
+       ▲                                (WAL mode)    ◄──JobWriter thread──── (logs, results,
+       └── tails logs / results / status ◄──┘  ▲                               counts, status)
+                                                └── `burla jobs ...` reads, cancels, prunes
+
+The file lives at `burla_core.config.data_dir() / "jobs.sqlite3"`. WAL mode lets the caller and
+the CLI read while the runner writes; the runner commits in time-based batches (`JobWriter`),
+never row by row. A job's inputs are deleted once it ends; its logs, results and error stay
+until `burla jobs prune`.
+
+Liveness: a job that is queued or running has a process that owns it (the caller while it
+writes the inputs, then the runner). A reader that finds that process gone marks the job
+failed (`RunnerLost`) or, if a cancel was asked for, canceled, so nothing waits on a dead job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from . import config
+from .errors import BurlaError, NodeDisconnected
+from .serialization import cloudpickle_dumps, error_info
+from .types import JobSpec
+
+QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed", "canceled"
+FINISHED = frozenset({DONE, FAILED, CANCELED})
+STORE_FILE_NAME = "jobs.sqlite3"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30.0
+INPUT_COMMIT_SECONDS = 0.25  # the caller commits inputs at least this often...
+INPUT_COMMIT_BYTES = 8 * 1000 * 1000  # ...or whenever this much is buffered
+PAGE_ROWS = 500  # inputs/results read per query: short reads let the WAL be checkpointed...
+PAGE_BYTES = 8 * 1000 * 1000  # ...and a page holds at most this much (or one row), whatever the rows weigh
+FLUSH_SECONDS = 0.1  # how often the runner commits logs, results and counts
+MAX_BUFFERED_BYTES = 64 * 1000 * 1000  # results waiting to be written before the runner waits
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    function_name TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total INTEGER,
+    done INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    running INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    creator_pid INTEGER,
+    runner_pid INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    cwd TEXT,
+    python_path TEXT,
+    spec BLOB,
+    error_index INTEGER,
+    error BLOB
+);
+CREATE INDEX IF NOT EXISTS jobs_by_created ON jobs (created_at);
+CREATE TABLE IF NOT EXISTS inputs (
+    job_id TEXT NOT NULL,
+    input_index INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    PRIMARY KEY (job_id, input_index)
+);
+CREATE TABLE IF NOT EXISTS results (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    input_index INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    UNIQUE (job_id, input_index)
+);
+CREATE INDEX IF NOT EXISTS results_by_seq ON results (job_id, seq);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    input_index INTEGER,
+    stream INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    time REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_seq ON logs (job_id, seq);
+"""
+
+_JOB_COLUMNS = (
+    "job_id, function_name, backend, status, total, done, failed, running, created_at, started_at, "
+    "finished_at, creator_pid, runner_pid, cancel_requested, cwd, python_path, error_index, error"
+)
+
+
+class UnknownJob(BurlaError):
+    """No job in the store has this id (or the prefix matches several)."""
+
+
+class RunnerLost(NodeDisconnected):
+    """The process running a detached job stopped before the job ended (killed, crashed, or the
+    machine restarted). Its output is in the runner log the message names."""
+
+
+@dataclass
+class JobRecord:
+    """One row of the jobs table, as readers see it."""
+
+    job_id: str
+    function_name: str
+    backend: str
+    status: str
+    total: int | None
+    done: int
+    failed: int
+    running: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    creator_pid: int | None
+    runner_pid: int | None
+    cancel_requested: bool
+    cwd: str | None
+    python_path: list[str]
+    error_index: int | None
+    error: dict | None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @classmethod
+    def from_row(cls, row: tuple) -> "JobRecord":
+        values = list(row)
+        values[13] = bool(values[13])
+        values[15] = json.loads(values[15]) if values[15] else []
+        values[17] = pickle.loads(values[17]) if values[17] is not None else None
+        return cls(*values)
+
+
+@dataclass
+class LogEntry:
+    seq: int
+    input_index: int | None
+    stream: int  # 1 stdout, 2 stderr
+    text: str
+    time: float
+
+
+def store_path() -> Path:
+    return config.data_dir() / STORE_FILE_NAME
+
+
+def process_alive(pid: int | None, cmdline_marker: str | None = None) -> bool:
+    """Whether `pid` is a live process (not a zombie) and, where /proc can tell, one whose
+    command line contains `cmdline_marker` (so a reused pid is not taken for the runner)."""
+    if not pid:
+        return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc") / str(pid)
+    if not proc.is_dir():
+        return True
+    try:
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in ("Z", "X"):
+            return False
+        if cmdline_marker is not None:
+            cmdline = (proc / "cmdline").read_bytes()
+            # Empty while a process is mid-exec (it reads as empty for a moment after exec).
+            return not cmdline or cmdline_marker.encode() in cmdline
+    except (OSError, IndexError):
+        return False
+    return True
+
+
+class JobStore:
+    """A connection to the job store. Use one per thread at a time; open as many as needed."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.connection = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        self.connection.execute("PRAGMA synchronous=NORMAL")
+        if self.connection.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            self._create_schema()
+
+    def _create_schema(self) -> None:
+        connection = self.connection
+        connection.execute("PRAGMA journal_mode=WAL")  # persistent: set once for the file
+        with self._write():
+            if connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        connection = self.connection
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def runner_log_path(self, job_id: str) -> Path:
+        """Where the runner's own stdout/stderr go (crashes of the runner itself, not the job's logs)."""
+        return self.path.parent / "jobs" / f"{job_id}.log"
+
+    # --- the caller: create a job and write its inputs ----------------------------------------
+
+    def create_job(self, job: JobSpec, backend: str, total: int | None, cwd: str, python_path: list[str]) -> None:
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO jobs (job_id, function_name, backend, status, total, created_at, creator_pid, "
+                "cwd, python_path, spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.job_id,
+                    job.function_name,
+                    backend,
+                    QUEUED,
+                    total,
+                    time.time(),
+                    os.getpid(),
+                    cwd,
+                    json.dumps(python_path),
+                    cloudpickle_dumps(job),
+                ),
+            )
+
+    def add_inputs(self, job_id: str, pickled_inputs: Iterable[tuple[int, bytes]]) -> int:
+        """Write (input_index, payload) pairs as they come, committing in time/size batches;
+        sets the job's total to the number written and returns it."""
+        count = 0
+        pending: list[tuple[str, int, bytes]] = []
+        pending_bytes = 0
+        last_commit = time.monotonic()
+
+        def commit() -> None:
+            nonlocal pending_bytes, last_commit
+            with self._write() as connection:
+                connection.executemany("INSERT INTO inputs (job_id, input_index, payload) VALUES (?, ?, ?)", pending)
+            pending.clear()
+            pending_bytes = 0
+            last_commit = time.monotonic()
+
+        for input_index, payload in pickled_inputs:
+            pending.append((job_id, input_index, payload))
+            pending_bytes += len(payload)
+            count += 1
+            if pending_bytes >= INPUT_COMMIT_BYTES or time.monotonic() - last_commit >= INPUT_COMMIT_SECONDS:
+                commit()
+        if pending:
+            commit()
+        with self._write() as connection:
+            connection.execute("UPDATE jobs SET total = ? WHERE job_id = ?", (count, job_id))
+        return count
+
+    def set_runner(self, job_id: str, pid: int) -> None:
+        with self._write() as connection:
+            connection.execute("UPDATE jobs SET runner_pid = ? WHERE job_id = ? AND runner_pid IS NULL", (pid, job_id))
+
+    def delete_job(self, job_id: str) -> None:
+        with self._write() as connection:
+            for table in ("inputs", "results", "logs", "jobs"):
+                connection.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+
+    # --- the runner -----------------------------------------------------------------------------
+
+    def claim(self, job_id: str, pid: int) -> bool:
+        """Mark a queued job running under `pid`. False when it was canceled before it started
+        (it is then marked canceled) or is not queued any more."""
+        with self._write() as connection:
+            row = connection.execute("SELECT status, cancel_requested FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise UnknownJob(f"no job {job_id!r} in {self.path}")
+            status, cancel_requested = row
+            if status != QUEUED:
+                return False
+            if cancel_requested:
+                connection.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ? WHERE job_id = ?", (CANCELED, time.time(), job_id)
+                )
+                connection.execute("DELETE FROM inputs WHERE job_id = ?", (job_id,))
+                return False
+            connection.execute(
+                "UPDATE jobs SET status = ?, runner_pid = ?, started_at = ? WHERE job_id = ?",
+                (RUNNING, pid, time.time(), job_id),
+            )
+            return True
+
+    def load_spec(self, job_id: str) -> JobSpec:
+        row = self.connection.execute("SELECT spec FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(f"no job {job_id!r} in {self.path}")
+        return pickle.loads(row[0])
+
+    def iter_inputs(self, job_id: str) -> Iterator[tuple[int, bytes]]:
+        """The job's pickled inputs in input order, read a page at a time as they are consumed."""
+        after = -1
+        while True:
+            rows = self._page("inputs", "input_index", "input_index, payload", job_id, after)
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+    def _page(self, table: str, key: str, columns: str, job_id: str, after: int) -> list[tuple]:
+        """The next rows of a job after key `after`, at most PAGE_ROWS of them and PAGE_BYTES of
+        payload (but at least one row): sizes first, then the payloads of the rows that fit."""
+        sizes = self.connection.execute(
+            f"SELECT {key}, length(payload) FROM {table} WHERE job_id = ? AND {key} > ? ORDER BY {key} LIMIT ?",
+            (job_id, after, PAGE_ROWS),
+        ).fetchall()
+        if not sizes:
+            return []
+        total = 0
+        last = sizes[0][0]
+        for row_key, size in sizes:
+            if total and total + size > PAGE_BYTES:
+                break
+            total += size
+            last = row_key
+        return self.connection.execute(
+            f"SELECT {columns} FROM {table} WHERE job_id = ? AND {key} > ? AND {key} <= ? ORDER BY {key}",
+            (job_id, after, last),
+        ).fetchall()
+
+    def write_batch(
+        self,
+        job_id: str,
+        logs: list[tuple],
+        results: list[tuple[int, bytes]],
+        running: int,
+        failed: int,
+        final: tuple[str, int | None, dict | None] | None = None,
+    ) -> None:
+        """One commit of the runner: logs (input_index, stream, text, time), results, counts,
+        and, with `final` = (status, error_index, error info), the end of the job."""
+        with self._write() as connection:
+            if logs:
+                connection.executemany(
+                    "INSERT INTO logs (job_id, input_index, stream, text, time) VALUES (?, ?, ?, ?, ?)",
+                    [(job_id, *entry) for entry in logs],
+                )
+            if results:
+                connection.executemany(
+                    "INSERT OR IGNORE INTO results (job_id, input_index, payload) VALUES (?, ?, ?)",
+                    [(job_id, input_index, payload) for input_index, payload in results],
+                )
+            connection.execute(
+                "UPDATE jobs SET done = done + ?, running = ?, failed = ? WHERE job_id = ?",
+                (len(results), running, failed, job_id),
+            )
+            if final is not None:
+                status, error_index, error = final
+                connection.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, running = 0, error_index = ?, error = ? "
+                    "WHERE job_id = ?",
+                    (status, time.time(), error_index, _pickle_error(error), job_id),
+                )
+                connection.execute("DELETE FROM inputs WHERE job_id = ?", (job_id,))
+
+    def finish(self, job_id: str, status: str, error_index: int | None = None, error: dict | None = None) -> None:
+        """End a job that is not finished yet (a job that already ended keeps its status)."""
+        with self._write() as connection:
+            row = connection.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None or row[0] in FINISHED:
+                return
+            connection.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, running = 0, error_index = ?, error = ? WHERE job_id = ?",
+                (status, time.time(), error_index, _pickle_error(error), job_id),
+            )
+            connection.execute("DELETE FROM inputs WHERE job_id = ?", (job_id,))
+
+    # --- readers --------------------------------------------------------------------------------
+
+    def resolve_id(self, job_id_or_prefix: str) -> str:
+        """A full job id from an id or a unique prefix of one."""
+        text = job_id_or_prefix.strip()
+        connection = self.connection
+        if connection.execute("SELECT 1 FROM jobs WHERE job_id = ?", (text,)).fetchone():
+            return text
+        matches = []
+        if text and all(ch.isalnum() or ch in "-_" for ch in text):
+            matches = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT job_id FROM jobs WHERE job_id LIKE ? ORDER BY created_at DESC LIMIT 6", (text + "%",)
+                )
+            ]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise UnknownJob(f"job id {text!r} is ambiguous: it starts {', '.join(matches)}; give more characters")
+        raise UnknownJob(
+            f"no job with id {text!r} in {self.path}. `burla jobs` lists the ids of the jobs "
+            "started with remote_parallel_map(..., detach=True)."
+        )
+
+    def get(self, job_id: str) -> JobRecord:
+        row = self.connection.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(
+                f"no job with id {job_id!r} in {self.path}. `burla jobs` lists the ids of the jobs "
+                "started with remote_parallel_map(..., detach=True)."
+            )
+        return JobRecord.from_row(row)
+
+    def list_jobs(self, limit: int | None = None) -> list[JobRecord]:
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+        params: tuple = ()
+        if limit is not None:
+            query += " LIMIT ?"
+            params = (limit,)
+        return [JobRecord.from_row(row) for row in self.connection.execute(query, params).fetchall()]
+
+    def logs_after(self, job_id: str, seq: int, limit: int = 1000) -> list[LogEntry]:
+        rows = self.connection.execute(
+            "SELECT seq, input_index, stream, text, time FROM logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, seq, limit),
+        ).fetchall()
+        return [LogEntry(*row) for row in rows]
+
+    def results_after(self, job_id: str, seq: int) -> list[tuple[int, int, bytes]]:
+        """The next page of (seq, input_index, payload), in the order the results arrived."""
+        return self._page("results", "seq", "seq, input_index, payload", job_id, seq)
+
+    def iter_results(self, job_id: str) -> Iterator[tuple[int, bytes]]:
+        """(input_index, payload) in input order, a page at a time."""
+        after = -1
+        while True:
+            rows = self._page("results", "input_index", "input_index, payload", job_id, after)
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+    def check_alive(self, record: JobRecord, owner_exited: bool | None = None) -> JobRecord:
+        """The record, or, if the process that owns this unfinished job is gone, the job marked
+        failed (`RunnerLost`) or canceled (a cancel was asked for) and read again.
+        `owner_exited`: what the runner's parent knows for sure (None: look the pid up)."""
+        if record.finished or owner_exited is False:
+            return record
+        if owner_exited is None:
+            if record.runner_pid is not None:
+                alive = process_alive(record.runner_pid, record.job_id)
+            else:
+                alive = process_alive(record.creator_pid)
+            if alive:
+                return record
+        with self._write() as connection:
+            row = connection.execute(
+                "SELECT status, cancel_requested, runner_pid FROM jobs WHERE job_id = ?", (record.job_id,)
+            ).fetchone()
+            if row is not None and row[0] not in FINISHED:
+                status, cancel_requested, runner_pid = row
+                if cancel_requested:
+                    new_status, error = CANCELED, None
+                elif runner_pid is None:
+                    new_status = FAILED
+                    error = _error_dict(
+                        RunnerLost(
+                            f"job {record.job_id} never started: the program that called remote_parallel_map "
+                            f"(pid {record.creator_pid}) stopped while it was storing the inputs"
+                        )
+                    )
+                else:
+                    new_status = FAILED
+                    error = _error_dict(
+                        RunnerLost(
+                            f"the process running job {record.job_id} (pid {runner_pid}) stopped before the job "
+                            f"ended{self._runner_output(record.job_id)}"
+                        )
+                    )
+                connection.execute(
+                    "UPDATE jobs SET status = ?, finished_at = ?, running = 0, error = ? WHERE job_id = ?",
+                    (new_status, time.time(), _pickle_error(error), record.job_id),
+                )
+                connection.execute("DELETE FROM inputs WHERE job_id = ?", (record.job_id,))
+        return self.get(record.job_id)
+
+    def _runner_output(self, job_id: str, max_lines: int = 20) -> str:
+        """Where the runner's own output is, and its last lines (a crash's traceback)."""
+        path = self.runner_log_path(job_id)
+        try:
+            with open(path, "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 16384))
+                tail = log.read().decode(errors="replace").splitlines()[-max_lines:]
+        except OSError:
+            return " (it left no output)"
+        if not tail:
+            return f" (it left no output in {path})"
+        return f"; the end of its output ({path}):\n" + "\n".join(tail)
+
+    # --- cancel and prune -----------------------------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> JobRecord:
+        """Note that the job must stop; returns the record as it was (its runner_pid is the
+        process to signal). A runner that has not started yet sees the note and never starts."""
+        with self._write() as connection:
+            connection.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE job_id = ? AND status NOT IN (?, ?, ?)",
+                (job_id, *sorted(FINISHED)),
+            )
+            row = connection.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise UnknownJob(f"no job with id {job_id!r} in {self.path}")
+        return JobRecord.from_row(row)
+
+    def prune(self, finished_before: float | None = None) -> list[str]:
+        """Delete finished jobs (those that ended before `finished_before`, if given) with their
+        logs and results; returns their ids."""
+        with self._write() as connection:
+            query = "SELECT job_id FROM jobs WHERE status IN (?, ?, ?)"
+            params: list[Any] = sorted(FINISHED)
+            if finished_before is not None:
+                query += " AND finished_at < ?"
+                params.append(finished_before)
+            job_ids = [row[0] for row in connection.execute(query, params)]
+            for job_id in job_ids:
+                for table in ("inputs", "results", "logs", "jobs"):
+                    connection.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+        for job_id in job_ids:
+            try:
+                self.runner_log_path(job_id).unlink()
+            except FileNotFoundError:
+                pass
+        return job_ids
+
+
+def _error_dict(error: BaseException) -> dict:
+    return error_info(error, 0)
+
+
+def _pickle_error(error: dict | None) -> bytes | None:
+    return None if error is None else pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
+
+
+class JobWriter:
+    """Buffers a running job's logs, results and counts and commits them from a thread of its
+    own every FLUSH_SECONDS, so the runner's event loop never waits on the disk (unless more than
+    MAX_BUFFERED_BYTES of results are waiting)."""
+
+    def __init__(self, path: Path, job_id: str, flush_seconds: float = FLUSH_SECONDS) -> None:
+        self.path = path
+        self.job_id = job_id
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._wake = threading.Event()
+        self._logs: list[tuple] = []
+        self._results: list[tuple[int, bytes]] = []
+        self._buffered_bytes = 0
+        self._running = 0
+        self._failed = 0
+        self._final: tuple | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name=f"burla-job-writer-{job_id}", daemon=True)
+        self._thread.start()
+
+    def add_logs(self, entries: Iterable[tuple]) -> None:
+        """entries: (input_index, stream, text); stamped with the time they arrive."""
+        now = time.time()
+        with self._lock:
+            self._logs.extend((input_index, stream, text, now) for input_index, stream, text in entries)
+
+    def add_result(self, input_index: int, payload: bytes) -> None:
+        with self._lock:
+            self._raise_failure()
+            self._results.append((input_index, payload))
+            self._buffered_bytes += len(payload)
+            while self._buffered_bytes > MAX_BUFFERED_BYTES and self._thread.is_alive():
+                self._wake.set()
+                self._drained.wait(0.5)
+                self._raise_failure()
+
+    def set_progress(self, running: int, failed: int) -> None:
+        self._running, self._failed = running, failed
+
+    def finish(self, status: str, error_index: int | None = None, error: dict | None = None, timeout: float = 120.0) -> None:
+        """Write what is buffered and the job's end in one commit; raises if the writer failed."""
+        with self._lock:
+            self._final = (status, error_index, error)
+        self._wake.set()
+        self._thread.join(timeout)
+        with self._lock:
+            self._raise_failure()
+        if self._thread.is_alive():
+            raise TimeoutError(f"the job store did not take job {self.job_id}'s last results within {timeout:.0f}s")
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise BurlaError(f"could not write job {self.job_id} to {self.path}: {self._failure}") from self._failure
+
+    def _loop(self) -> None:
+        store = None
+        try:
+            store = JobStore(self.path)
+            while True:
+                self._wake.wait(self.flush_seconds)
+                self._wake.clear()
+                with self._lock:
+                    logs, self._logs = self._logs, []
+                    results, self._results = self._results, []
+                    final = self._final
+                store.write_batch(self.job_id, logs, results, self._running, self._failed, final)
+                with self._lock:
+                    self._buffered_bytes -= sum(len(payload) for _, payload in results)
+                    self._drained.notify_all()
+                if final is not None:
+                    return
+        except BaseException as error:  # reported to the runner by add_result / finish
+            with self._lock:
+                self._failure = error
+                self._drained.notify_all()
+        finally:
+            if store is not None:
+                store.close()
