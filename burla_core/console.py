@@ -19,13 +19,23 @@ class Console:
         self.last_draw = 0.0
         self.frame = 0
         self.started = time.monotonic()
+        self.partials: dict[tuple[int, int], str] = {}  # pieces of a very long line, per input
 
     def write_logs(self, entries: list) -> None:
-        """entries: (input_index, stream 1|2, text) with whole lines."""
+        """entries: (input_index, stream 1|2, text): whole lines, or a piece of a very long line
+        (no final newline), held until the line is whole so lines never mix."""
         if self.line_shown:
             self._clear()
         out, err = sys.stdout, sys.stderr
-        for _, stream, text in entries:
+        partials = self.partials
+        for input_index, stream, text in entries:
+            if partials:
+                key = (input_index, stream)
+                if key in partials:
+                    text = partials.pop(key) + text
+            if not text.endswith("\n"):
+                partials[(input_index, stream)] = text
+                continue
             (out if stream == 1 else err).write(text)
         out.flush()
         err.flush()
@@ -56,6 +66,9 @@ class Console:
     def close(self) -> None:
         if self.line_shown:
             self._clear()
+        for (_, stream), text in self.partials.items():
+            (sys.stdout if stream == 1 else sys.stderr).write(text + "\n")
+        self.partials.clear()
 
     def _clear(self) -> None:
         sys.stderr.write("\r\033[K")

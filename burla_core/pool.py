@@ -25,12 +25,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import msgpack
 import multiprocess
 from multiprocess import connection as mp_connection
 
 from .types import ERROR, LOGS, NOTICE, RESULTS
-from .worker import worker_main
+from .worker import pack, unpack, worker_main
 
 CANCEL_GRACE_SECONDS = 1.0  # a worker that ignores cancelation this long is killed
 WATCH_INTERVAL = 0.2
@@ -82,7 +81,7 @@ class Worker:
         return self.process.pid
 
     def send(self, message: list) -> None:
-        self.inbox.send_bytes(msgpack.packb(message, use_bin_type=True))
+        self.inbox.send_bytes(pack(message))
 
 
 @dataclass(eq=False)
@@ -333,7 +332,7 @@ class WorkerPool:
         connection = worker.outbox
         try:
             while connection.poll():
-                self._handle(worker, msgpack.unpackb(connection.recv_bytes(), raw=False))
+                self._handle(worker, unpack(connection.recv_bytes()))
         except (EOFError, OSError):
             pass
 
@@ -415,6 +414,10 @@ class WorkerPool:
         if job.canceled or job.closed or batch is None:
             return
         culprit = worker.current_index.value
+        if culprit not in batch.unreported and batch.unreported:
+            # It died between calls: blame the next input it would have run, so that a worker
+            # that keeps dying can never loop forever on the same batch.
+            culprit = next(iter(batch.unreported))
         requeue = [(index, payload) for index, payload in batch.unreported.items() if index != culprit]
         if culprit in batch.unreported:
             deaths = job.deaths.get(culprit, 0) + 1

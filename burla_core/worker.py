@@ -32,6 +32,16 @@ import msgpack
 from .serialization import PROTOCOL, dumps, error_info
 
 COALESCE_SECONDS = 0.002
+
+
+def pack(message: list) -> bytes:
+    # surrogatepass: an exception message holding a lone surrogate must still travel.
+    return msgpack.packb(message, use_bin_type=True, unicode_errors="surrogatepass")
+
+
+def unpack(data: bytes) -> list:
+    return msgpack.unpackb(data, raw=False, unicode_errors="surrogatepass")
+
 MAX_PARTIAL_LINE = 64 * 1024
 
 
@@ -66,7 +76,7 @@ class Outbox:
         if count:
             batch = [items.popleft() for _ in range(count)]
             try:
-                self.connection.send_bytes(msgpack.packb(batch, use_bin_type=True))
+                self.connection.send_bytes(pack(batch))
             except (BrokenPipeError, OSError):
                 os._exit(0)  # the pool is gone; nobody is left to report to
 
@@ -102,6 +112,8 @@ class LineCapture(io.TextIOBase):
     def write(self, text) -> int:
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if not text.isascii():
+            text.encode("utf-8")  # a lone surrogate raises here, as on a real UTF-8 stream
         if "\n" in text:
             whole, _, rest = (self.partial + text).rpartition("\n")
             self.partial = rest
@@ -109,7 +121,9 @@ class LineCapture(io.TextIOBase):
         else:
             self.partial += text
             if len(self.partial) > MAX_PARTIAL_LINE:
-                self.end_input()
+                # A very long line travels in pieces; the caller joins them before printing.
+                self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial])
+                self.partial = ""
         return len(text)
 
     def end_input(self) -> None:
@@ -161,7 +175,7 @@ def worker_main(
     loaded_job = None
     while True:
         try:
-            message = msgpack.unpackb(inbox.recv_bytes(), raw=False)
+            message = unpack(inbox.recv_bytes())
         except (EOFError, OSError):
             os._exit(0)
         kind = message[0]
