@@ -1,1 +1,95 @@
-"""pytest plugin of the conformance suite (placeholder)."""
+"""pytest plugin of the Burla conformance suite.
+
+Installed as a ``pytest11`` entry point, so it is loaded by every pytest run in an environment
+where burla is installed. It therefore imports nothing heavy at import time (not burla, not
+cloudpickle) and only adds two command-line options and three fixtures:
+
+    --burla-backend NAME            the backend under test (default: $BURLA_BACKEND, else "local")
+    --burla-backend-option KEY=VAL  one entry of the backend_options dict (repeatable)
+
+    burla_backend          the backend name
+    burla_backend_options  the backend_options dict (values are strings)
+    rpm                    remote_parallel_map bound to both
+
+Run the suite with ``pytest --pyargs conformance_tests --burla-backend NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+DEFAULT_BACKEND = "local"
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("burla", "Burla conformance suite")
+    group.addoption(
+        "--burla-backend",
+        action="store",
+        default=None,
+        metavar="NAME",
+        help="backend the conformance suite runs against (default: $BURLA_BACKEND, else 'local')",
+    )
+    group.addoption(
+        "--burla-backend-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one backend_options entry passed to every remote_parallel_map call of the conformance "
+        "suite; repeat for several (values are passed as strings)",
+    )
+
+
+def selected_backend(config) -> str:
+    return config.getoption("burla_backend", None) or os.environ.get("BURLA_BACKEND") or DEFAULT_BACKEND
+
+
+def parse_backend_options(items) -> dict:
+    options: dict[str, str] = {}
+    for item in items or []:
+        key, separator, value = item.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise pytest.UsageError(f"--burla-backend-option expects KEY=VALUE; got {item!r}")
+        options[key] = value
+    return options
+
+
+def pytest_configure(config) -> None:
+    # Fail at start-up, not in the middle of a run, when an option is malformed.
+    parse_backend_options(config.getoption("burla_backend_option", None))
+
+
+def pytest_report_header(config) -> str | None:
+    explicit = config.getoption("burla_backend", None) or config.getoption("burla_backend_option", None)
+    if not explicit and not any("conformance_tests" in str(arg) for arg in config.args):
+        return None  # another project's test run: stay silent
+    options = parse_backend_options(config.getoption("burla_backend_option", None))
+    return f"burla conformance: backend={selected_backend(config)!r} backend_options={options!r}"
+
+
+@pytest.fixture(scope="session")
+def burla_backend(pytestconfig) -> str:
+    """Name of the backend under test."""
+    return selected_backend(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def burla_backend_options(pytestconfig) -> dict:
+    """backend_options passed to every call (from --burla-backend-option KEY=VALUE)."""
+    return parse_backend_options(pytestconfig.getoption("burla_backend_option", None))
+
+
+@pytest.fixture(scope="session")
+def rpm(burla_backend, burla_backend_options):
+    """`burla.remote_parallel_map` bound to the backend under test and its options."""
+    import functools
+
+    from burla import remote_parallel_map
+
+    from ._support import send_suite_by_value
+
+    send_suite_by_value()
+    return functools.partial(remote_parallel_map, backend=burla_backend, backend_options=dict(burla_backend_options))
