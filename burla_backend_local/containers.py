@@ -48,14 +48,17 @@ class ContainerProcess:
 
 
 class ContainerPool(WorkerPool):
-    def __init__(self, engine: str, image: str) -> None:
+    def __init__(self, engine: str, image: str, ram_limit_gb: int) -> None:
         super().__init__()
         self.engine = engine
         self.image = image
+        self.ram_limit_gb = ram_limit_gb
 
     def command(self, gpu_index: int | None) -> list[str]:
         cwd = os.getcwd()
         command = [self.engine, "run", "-i", "--rm", "--init", "--network", "host", "-v", f"{cwd}:{cwd}", "-w", cwd]
+        # func_ram is enforced by the engine: the pool's watchdog sees only the client process.
+        command += ["--memory", f"{self.ram_limit_gb}g"]
         if gpu_index is not None:
             command += ["--gpus", f"device={gpu_index}", "-e", "CUDA_VISIBLE_DEVICES=0"]
         return command + [self.image, "python", "-m", "burla_core.worker", "--stdio"]
@@ -77,15 +80,15 @@ class ContainerPool(WorkerPool):
         )
 
 
-_pools: dict[tuple[str, str], ContainerPool] = {}
+_pools: dict[tuple[str, str, int], ContainerPool] = {}
 _lock = threading.Lock()
 
 
-def container_pool(engine: str, image: str) -> ContainerPool:
+def container_pool(engine: str, image: str, ram_limit_gb: int) -> ContainerPool:
     with _lock:
-        key = (engine, image)
+        key = (engine, image, ram_limit_gb)
         if key not in _pools:
-            _pools[key] = ContainerPool(engine, image)
+            _pools[key] = ContainerPool(engine, image, ram_limit_gb)
         return _pools[key]
 
 

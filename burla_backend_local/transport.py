@@ -22,7 +22,7 @@ class LocalSession(NodeSession):
             events.put,
             node_id=node.node_id,
             env={"BURLA_CWD": os.getcwd()},
-            ram_limit_bytes=job.resources.func_ram * GIB,
+            ram_limit_bytes=None if node.image else job.resources.func_ram * GIB,  # engines limit containers
             gpu_indices=[gpu.index for gpu in node.gpus] if job.resources.func_gpu else None,
         )
 
@@ -47,5 +47,6 @@ class LocalTransport(Transport):
         if node.image is not None:
             from .containers import container_pool
 
-            return LocalSession(container_pool(node.address, node.image), node, job, slots, events)
+            pool = container_pool(node.address, node.image, job.resources.func_ram)
+            return LocalSession(pool, node, job, slots, events)
         return LocalSession(shared_pool(), node, job, slots, events)

@@ -201,7 +201,9 @@ class JobRun:
                 if progress is not None:
                     console.update(progress)
                 event = None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
+            if hasattr(interrupt, "burla_input_index"):
+                raise  # the function itself raised KeyboardInterrupt: that is its error
             self.events.close()
             raise JobCanceled(f"job {self.job.job_id} ({self.job.function_name}) was canceled (Ctrl-C)") from None
         finally:

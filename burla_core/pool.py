@@ -49,6 +49,8 @@ def describe_exit(exitcode: int | None, reason: str | None) -> str:
         return reason
     if exitcode is None:
         return "stopped answering"
+    if exitcode == 137:  # how a container reports a SIGKILL inside it (its memory limit, often)
+        return "was killed (status 137: out of memory or SIGKILL)"
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name

@@ -32,6 +32,9 @@ from .types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, STARTED, EventSink, 
 
 MAX_BATCH_INPUTS = 2048
 MAX_BATCH_BYTES = 8 * 1000 * 1000
+# At most about this many inputs pickled and in flight at once, however many slots there are:
+# with 10,000 slots, batches shrink so that memory follows this window, not the input count.
+WINDOW_INPUTS = 100_000
 BATCHES_PER_SLOT = 2
 TICK_SECONDS = 0.1
 STOP_SECONDS = 2.0
@@ -125,27 +128,37 @@ class DefaultScheduler(Scheduler):
                 return items
 
             def fill() -> None:
-                nonlocal remaining_hint
                 total_slots = sum(session.slots for session in sessions.values()) or 1
-                for node_id, session in sessions.items():
-                    batches = in_flight[node_id]
-                    while len(batches) < BATCHES_PER_SLOT * session.slots and (requeued or not exhausted):
-                        if remaining_hint is None:
-                            size = 64
-                        else:
-                            size = math.ceil(max(remaining_hint, 1) / (4 * total_slots))
-                        items = next_batch(max(1, min(size, MAX_BATCH_INPUTS)))
-                        if not items:
+                # First one batch per slot on every node, then the read-ahead batches: a small
+                # job reaches every node's slots instead of queueing on the first node.
+                for per_slot in range(1, BATCHES_PER_SLOT + 1):
+                    for node_id, session in sessions.items():
+                        if not fill_node(node_id, session, per_slot * session.slots, total_slots):
                             return
-                        batch_id = next(batch_ids)
-                        batches[batch_id] = dict(items)
-                        owner_of_batch[batch_id] = node_id
-                        for input_index, _ in items:
-                            batch_of_input[input_index] = batch_id
-                        progress.submitted += len(items)
-                        if remaining_hint is not None:
-                            remaining_hint = max(0, remaining_hint - len(items))
-                        session.submit(InputBatch(batch_id, items))
+
+            def fill_node(node_id: str, session: NodeSession, limit: int, total_slots: int) -> bool:
+                """Give `session` batches until it holds `limit`; False once inputs ran out."""
+                nonlocal remaining_hint
+                batches = in_flight[node_id]
+                while len(batches) < limit and (requeued or not exhausted):
+                    if remaining_hint is None:
+                        size = 64
+                    else:
+                        size = math.ceil(max(remaining_hint, 1) / (4 * total_slots))
+                    size = min(size, WINDOW_INPUTS // (BATCHES_PER_SLOT * total_slots))
+                    items = next_batch(max(1, min(size, MAX_BATCH_INPUTS)))
+                    if not items:
+                        return False
+                    batch_id = next(batch_ids)
+                    batches[batch_id] = dict(items)
+                    owner_of_batch[batch_id] = node_id
+                    for input_index, _ in items:
+                        batch_of_input[input_index] = batch_id
+                    progress.submitted += len(items)
+                    if remaining_hint is not None:
+                        remaining_hint = max(0, remaining_hint - len(items))
+                    session.submit(InputBatch(batch_id, items))
+                return True
 
             def settle(input_index: int) -> None:
                 """An input is finished (result or error): drop what was kept to resend it."""
@@ -222,6 +235,7 @@ class DefaultScheduler(Scheduler):
                 wait_stopped = getattr(session, "wait_stopped", None)
                 if wait_stopped is not None:
                     wait_stopped(max(0.0, deadline - time.monotonic()))
+            provisioner.release_idle()
 
 
     def _stop_after_error(self, sessions: dict[str, NodeSession], events: EventSink) -> Iterator[list]:

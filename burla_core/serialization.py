@@ -17,13 +17,22 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import FunctionTooBig, InputTooBig, RemoteException, RemoteTraceback, UnpicklableFunction
+from .errors import (
+    FunctionTooBig,
+    InputTooBig,
+    InvalidArgument,
+    RemoteException,
+    RemoteTraceback,
+    UnpicklableFunction,
+    UnpicklableInput,
+)
 
 MAX_FUNCTION_BYTES = 100 * 1000 * 1000
 MAX_INPUT_BYTES = 200 * 1000 * 1000
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-_PLAIN = (int, float, str, bytes, bool, type(None))
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+_SMALL = frozenset({int, float, bool, type(None)})  # values whose pickle cannot be large
 
 
 def _code_reduce_keeping_filename(code: types.CodeType):
@@ -65,8 +74,6 @@ def describe(value: Any) -> str:
 
 def dumps_function(function: Any) -> bytes:
     if not callable(function):
-        from .errors import InvalidArgument
-
         raise InvalidArgument(f"function_ must be callable; got {describe(function)} of type {type(function).__name__}")
     try:
         payload = cloudpickle_dumps(function)
@@ -92,10 +99,12 @@ def as_args(value: Any) -> tuple:
 
 
 def dumps_input(input_index: int, value: Any) -> bytes:
-    from .errors import UnpicklableInput
-
+    """The pickled *args of one input (hot: runs once per input in the caller)."""
+    kind = type(value)
+    if kind in _SMALL:
+        return pickle.dumps((value,), PROTOCOL)
     try:
-        payload = dumps(as_args(value))
+        payload = dumps(value if kind is tuple else (value,))
     except Exception as error:
         raise UnpicklableInput(
             f"input {input_index} ({describe(value)}) cannot be pickled ({type(error).__name__}: {error})",

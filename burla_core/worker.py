@@ -172,6 +172,7 @@ def worker_main(
     stdout, stderr = LineCapture(outbox, 1), LineCapture(outbox, 2)
     real_stdout, real_stderr = sys.stdout, sys.stderr
     function = None
+    load_error = None
     loaded_job = None
     while True:
         try:
@@ -183,11 +184,17 @@ def worker_main(
             _, job, batch_id, items = message
             if job != loaded_job:
                 raise RuntimeError(f"batch for job {job} arrived before its function")
-            sys.stdout, sys.stderr = stdout, stderr
-            try:
-                _run_batch(function, job, items, state, outbox, stdout, stderr)
-            finally:
-                sys.stdout, sys.stderr = real_stdout, real_stderr
+            if load_error is not None:
+                # The function did not unpickle here (a module missing on this machine): each
+                # input fails with that error instead of the worker dying over and over.
+                for input_index, _ in items:
+                    outbox.add(["e", job, input_index, load_error])
+            else:
+                sys.stdout, sys.stderr = stdout, stderr
+                try:
+                    _run_batch(function, job, items, state, outbox, stdout, stderr)
+                finally:
+                    sys.stdout, sys.stderr = real_stdout, real_stderr
             outbox.add(["d", job, batch_id])
             outbox.flush()
         elif kind == "job":
@@ -196,7 +203,10 @@ def worker_main(
             os.environ.update(job_env)
             if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
                 os.chdir(cwd)  # a warm worker follows the caller's current directory
-            function = pickle.loads(function_bytes)
+            try:
+                function, load_error = pickle.loads(function_bytes), None
+            except Exception as error:
+                function, load_error = None, error_info(error, skip_frames=0)
         elif kind == "stop":
             outbox.flush()
             os._exit(0)

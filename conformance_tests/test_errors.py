@@ -308,3 +308,19 @@ def test_returned_exception_objects_are_results_not_raised(rpm):
     got = rpm(lambda x: ValueError(f"returned {x}"), [1, 2])
     assert [type(value) for value in got] == [ValueError, ValueError], f"results: {got!r}"
     assert [str(value) for value in got] == ["returned 1", "returned 2"], f"results: {got!r}"
+
+
+def interrupts_itself(x):
+    raise KeyboardInterrupt(f"raised by the function for input {x}")
+
+
+def test_keyboard_interrupt_raised_by_the_function_is_its_error_not_a_cancel(rpm):
+    try:
+        rpm(interrupts_itself, [4])
+    except burla.JobCanceled as error:
+        raise AssertionError(f"the function's own KeyboardInterrupt became JobCanceled: {error}") from error
+    except KeyboardInterrupt as error:
+        assert error.burla_input_index == 0, "the interrupt must carry the index of the input that raised it"
+        assert "input 4" in str(error)
+    else:
+        raise AssertionError("the function's KeyboardInterrupt was not raised in the caller")

@@ -163,6 +163,7 @@ def test_image_runs_workers_through_the_container_engine(monkeypatch, tmp_path):
     commands = log.read_text().splitlines()
     runs = [c for c in commands if c.startswith("run ")]
     assert runs and all("example/image:1 python -m burla_core.worker --stdio" in c for c in runs), commands
+    assert all("--memory 1g" in c for c in runs), f"func_ram must become the container's memory limit: {runs}"
 
     marker_dir = str(tmp_path)
 
