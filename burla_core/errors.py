@@ -8,39 +8,34 @@ class BurlaError(Exception):
     """Base class of every error raised by Burla itself (not by the user's function)."""
 
 
-class FunctionTooBig(BurlaError):
-    """The function, pickled with cloudpickle, is over the size limit (100 MB)."""
-
-
-class InputTooBig(BurlaError):
-    """One input, pickled, is over the size limit (200 MB). `input_index` names it."""
+class _AboutOneInput(BurlaError):
+    """An error about one input: `input_index` (and `burla_input_index`, like the function's own
+    errors) name it."""
 
     def __init__(self, message: str, input_index: int | None = None):
         super().__init__(message)
         self.input_index = input_index
         self.burla_input_index = input_index
+
+
+class FunctionTooBig(BurlaError):
+    """The function, pickled with cloudpickle, is over the size limit (100 MB)."""
+
+
+class InputTooBig(_AboutOneInput):
+    """One input, pickled, is over the size limit (200 MB). `input_index` names it."""
 
 
 class UnpicklableFunction(BurlaError):
     """The function (or something it refers to) cannot be pickled with cloudpickle."""
 
 
-class UnpicklableInput(BurlaError):
+class UnpicklableInput(_AboutOneInput):
     """An input cannot be pickled with cloudpickle. `input_index` names it."""
 
-    def __init__(self, message: str, input_index: int | None = None):
-        super().__init__(message)
-        self.input_index = input_index
-        self.burla_input_index = input_index
 
-
-class UnpicklableResult(BurlaError):
+class UnpicklableResult(_AboutOneInput):
     """A return value of the function cannot be pickled. `input_index` names the input."""
-
-    def __init__(self, message: str, input_index: int | None = None):
-        super().__init__(message)
-        self.input_index = input_index
-        self.burla_input_index = input_index
 
 
 class InvalidArgument(BurlaError, ValueError):
@@ -71,14 +66,12 @@ class JobCanceled(BurlaError):
     """The job was canceled (Ctrl-C in the caller, or `burla jobs cancel`)."""
 
 
-class WorkerDied(BurlaError):
+class WorkerDied(_AboutOneInput):
     """A worker process died twice while running the same input (os._exit, a signal, out of
     memory). `input_index` names the input; the message says how the worker died."""
 
     def __init__(self, message: str, input_index: int | None = None, how: str = ""):
-        super().__init__(message)
-        self.input_index = input_index
-        self.burla_input_index = input_index
+        super().__init__(message, input_index)
         self.how = how
 
 
