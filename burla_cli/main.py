@@ -1,4 +1,5 @@
-"""The `burla` command: `burla install` and `burla login` (the gcp backend's), and `burla jobs`."""
+"""The `burla` command: `burla install` and `burla login` (the gcp backend's), `burla jobs`, and
+`burla node` (the node agent of the `nodes` backend)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from burla_core import __version__
 
 from .cluster import install, login
 from .jobs import jobs
+from .node_commands import node
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,8 +24,10 @@ def cli() -> None:
 
     With no cluster set up, calls run on this machine (the "local" backend). `burla install`
     deploys a cluster into your own Google Cloud project and `burla login` connects this
-    computer to it. Jobs started with `detach=True` keep running when the program that started
-    them stops; `burla jobs` lists them, shows their logs and results, and cancels them.
+    computer to it. `burla node start` turns a machine you already have into a node of your own
+    cluster (backend="nodes"). Jobs started with `detach=True` keep running when the program
+    that started them stops; `burla jobs` lists them, shows their logs and results, and cancels
+    them.
 
     Run `burla COMMAND --help` for the documentation of a command.
     """
@@ -32,6 +36,7 @@ def cli() -> None:
 cli.add_command(install)
 cli.add_command(login)
 cli.add_command(jobs)
+cli.add_command(node)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,10 @@ COMMANDS = [
     (["jobs", "results"], "input order"),
     (["jobs", "cancel"], "Stop a running job"),
     (["jobs", "prune"], "Delete finished jobs"),
+    (["node"], "BURLA_NODES"),
+    (["node", "start"], "--token-file"),
+    (["node", "health"], "slots"),
+    (["node", "token"], "token"),
 ]
 
 

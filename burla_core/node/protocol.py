@@ -1,0 +1,286 @@
+"""What travels between the caller and a node agent, shared by both ends.
+
+Every request carries `Authorization: Bearer <token>`. Bodies that carry payloads are msgpack
+maps; small answers (health, errors, acknowledgements) are JSON so that `curl` can read them.
+
+    GET    /v1/health                          JSON: slots, CPUs, RAM, GPUs, image, versions
+    POST   /v1/jobs                            msgpack JobRequest → JSON {job_id, slots}
+    GET    /v1/jobs                            JSON: the jobs on this node (re-attach, `burla node jobs`)
+    GET    /v1/jobs/{job}                      JSON: one job's status and counts
+    POST   /v1/jobs/{job}/batches              a batch body (below)
+                                               202 taken; 200 duplicate; 429 + Retry-After when full
+    GET    /v1/jobs/{job}/events?after=SEQ     a stream of frames: every event after SEQ, then live
+    POST   /v1/jobs/{job}/ack?seq=SEQ          the caller has every event up to SEQ: drop them
+    POST   /v1/jobs/{job}/cancel               stop running calls, drop queued inputs
+    POST   /v1/jobs/{job}/seal                 no more inputs will come (the job can be "done")
+    DELETE /v1/jobs/{job}                      cancel and forget the job; answers once it stopped
+
+A batch body is a 4-byte big-endian length, a msgpack map {batch_id, items: [[index, size], ...]}
+of that length, then the pickled inputs themselves, back to back, `size` bytes each. Inputs travel
+as they are, never copied into a msgpack document, so a 100 MB input costs one read on the node.
+
+A frame is a 4-byte big-endian length and a msgpack list `[seq, kind, data]`. Events of the job
+have seq 1, 2, 3, ... with the kinds of burla_core.types (results, logs, error, notice); frames
+with seq 0 carry no event: "hello" opens every stream (the agent's instance id and the last seq),
+"hb" is a heartbeat sent when nothing else was for HEARTBEAT_SECONDS, "stopped" says the job's
+calls have all stopped after a cancel.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.metadata
+import platform
+import struct
+from typing import Any
+
+import msgpack
+
+API_PREFIX = "/v1"
+FRAME_HEADER = struct.Struct(">I")
+MAX_FRAME_BYTES = 1 << 31  # a frame can carry a result up to the size limit of one input
+MAX_REQUEST_BYTES = 512 * 1000 * 1000  # a batch body; one input is at most 200 MB pickled
+MAX_JOB_REQUEST_BYTES = 128 * 1000 * 1000  # the function is at most 100 MB pickled
+HEARTBEAT_SECONDS = 1.0
+FRAMES_CONTENT_TYPE = "application/x-burla-frames"
+MSGPACK_CONTENT_TYPE = "application/msgpack"
+
+# Frame kinds with seq 0 (not job events).
+HELLO = "hello"
+HEARTBEAT = "hb"
+STOPPED = "stopped"
+
+PACKAGES_REPORTED = ("burla-open", "cloudpickle", "msgpack", "multiprocess", "aiohttp")
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow this protocol; the text says what is wrong with it."""
+
+
+BIG_PIECE_BYTES = 64 * 1024  # payloads this big are written as they are, not copied into a frame
+WRITE_SLICE_BYTES = 1 << 20  # big bodies go to the socket in slices (asyncio copies what waits)
+BATCH_CONTENT_TYPE = "application/x-burla-batch"
+
+
+def _bin_header(size: int) -> bytes:
+    if size < 1 << 8:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 1 << 16:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+def encode_frame(seq: int, kind: str, data: Any) -> list:
+    """A frame as a list of pieces to write one after the other. Results bigger than
+    BIG_PIECE_BYTES are pieces of their own: the same msgpack bytes, without copying them."""
+    if kind == "results" and any(len(entry[1]) >= BIG_PIECE_BYTES for entry in data):
+        packer = msgpack.Packer(use_bin_type=True)
+        pieces: list = [packer.pack_array_header(3) + packer.pack(seq) + packer.pack(kind) + packer.pack_array_header(len(data))]
+        for input_index, payload in data:
+            if len(payload) >= BIG_PIECE_BYTES:
+                pieces.append(packer.pack_array_header(2) + packer.pack(input_index) + _bin_header(len(payload)))
+                pieces.append(payload)
+            else:
+                pieces.append(packer.pack([input_index, payload]))
+        return [FRAME_HEADER.pack(sum(len(piece) for piece in pieces))] + pieces
+    body = msgpack.packb([seq, kind, data], use_bin_type=True)
+    return [FRAME_HEADER.pack(len(body)) + body]
+
+
+def encode_batch(batch_id: int, items: list) -> list:
+    """A batch upload body as pieces: header, then each pickled input as it is."""
+    head = msgpack.packb({"batch_id": batch_id, "items": [[index, len(payload)] for index, payload in items]}, use_bin_type=True)
+    return [FRAME_HEADER.pack(len(head)) + head] + [payload for _, payload in items]
+
+
+def decode_batch(body: bytearray | bytes) -> tuple[int, list, int]:
+    """(batch_id, [(input_index, payload memoryview)], payload bytes) of a batch body, every field
+    checked: a ProtocolError says what is wrong."""
+    if len(body) < FRAME_HEADER.size:
+        raise ProtocolError("batch: the body is shorter than its 4-byte header")
+    (head_size,) = FRAME_HEADER.unpack_from(body)
+    head_end = FRAME_HEADER.size + head_size
+    if head_end > len(body):
+        raise ProtocolError(f"batch: the header declares {head_size} bytes but the body has {len(body) - FRAME_HEADER.size}")
+    head = unpack_body(bytes(body[FRAME_HEADER.size : head_end]), "batch header")
+    batch_id = require(head, "batch_id", int, "batch")
+    entries = require(head, "items", list, "batch")
+    if batch_id < 0:
+        raise ProtocolError("batch: 'batch_id' must be >= 0")
+    if not entries:
+        raise ProtocolError("batch: 'items' is empty")
+    view = memoryview(body)
+    position = head_end
+    items = []
+    for number, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise ProtocolError(f"batch: item {number} must be [input_index, size]")
+        input_index, size = entry
+        if type(input_index) is not int or input_index < 0:
+            raise ProtocolError(f"batch: item {number} has input_index {input_index!r}, not an int >= 0")
+        if type(size) is not int or size < 0:
+            raise ProtocolError(f"batch: item {number} has size {size!r}, not an int >= 0")
+        if position + size > len(body):
+            raise ProtocolError(f"batch: the items declare more payload bytes than the body carries ({len(body) - head_end})")
+        items.append((input_index, view[position : position + size]))
+        position += size
+    if position != len(body):
+        raise ProtocolError(f"batch: {len(body) - position} bytes follow the last item's payload")
+    return batch_id, items, position - head_end
+
+
+def slices(pieces: list, size: int = WRITE_SLICE_BYTES):
+    """The pieces again, big ones cut into `size` slices (views, no copies), small ones joined."""
+    pending: list = []
+    pending_bytes = 0
+    for piece in pieces:
+        if len(piece) >= size:
+            if pending:
+                yield b"".join(pending)
+                pending, pending_bytes = [], 0
+            view = memoryview(piece)
+            for start in range(0, len(view), size):
+                yield view[start : start + size]
+            continue
+        pending.append(piece)
+        pending_bytes += len(piece)
+        if pending_bytes >= size:
+            yield b"".join(pending)
+            pending, pending_bytes = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+class _NotInPlace(Exception):
+    """The frame is not a results frame of the simple shape decoded in place."""
+
+
+def _read_uint(view: memoryview, pos: int) -> tuple[int, int]:
+    tag = view[pos]
+    if tag <= 0x7F:
+        return tag, pos + 1
+    width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(tag)
+    if width is None:
+        raise _NotInPlace
+    return int.from_bytes(view[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+
+
+def _read_header(view: memoryview, pos: int, fixed: int, fixed_mask: int, wide: dict) -> tuple[int, int]:
+    tag = view[pos]
+    if tag & ~fixed_mask & 0xFF == fixed:
+        return tag & fixed_mask, pos + 1
+    width = wide.get(tag)
+    if width is None:
+        raise _NotInPlace
+    return int.from_bytes(view[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
+
+
+def _decode_results_in_place(body) -> list:
+    """[seq, "results", [[index, payload], ...]] with big payloads as views of `body`: a 100 MB
+    result is not copied again on its way to the caller."""
+    view = memoryview(body)
+    count, pos = _read_header(view, 0, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
+    if count != 3:
+        raise _NotInPlace
+    seq, pos = _read_uint(view, pos)
+    size, pos = _read_header(view, pos, 0xA0, 0x1F, {0xD9: 1, 0xDA: 2, 0xDB: 4})
+    if bytes(view[pos : pos + size]) != b"results":
+        raise _NotInPlace
+    entries, pos = _read_header(view, pos + size, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
+    results = []
+    for _ in range(entries):
+        pair, pos = _read_header(view, pos, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
+        if pair != 2:
+            raise _NotInPlace
+        input_index, pos = _read_uint(view, pos)
+        width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(view[pos])
+        if width is None:
+            raise _NotInPlace
+        size = int.from_bytes(view[pos + 1 : pos + 1 + width], "big")
+        pos += 1 + width
+        if pos + size > len(view):
+            raise ProtocolError("a results frame is shorter than its payloads")
+        payload = view[pos : pos + size]
+        results.append([input_index, payload if size >= BIG_PIECE_BYTES else bytes(payload)])
+        pos += size
+    if pos != len(view):
+        raise _NotInPlace
+    return [seq, "results", results]
+
+
+def decode_frame_body(body: bytes | bytearray) -> list:
+    if len(body) >= BIG_PIECE_BYTES:
+        try:
+            return _decode_results_in_place(body)
+        except (_NotInPlace, IndexError):
+            pass
+    frame = msgpack.unpackb(body, raw=False, use_list=True)
+    if not (isinstance(frame, list) and len(frame) == 3 and isinstance(frame[0], int) and isinstance(frame[1], str)):
+        raise ProtocolError("a frame must be [seq, kind, data]")
+    return frame
+
+
+def unpack_body(body: bytes, what: str) -> dict:
+    """A request body as a msgpack map; anything else is a ProtocolError naming `what`."""
+    try:
+        value = msgpack.unpackb(body, raw=False, use_list=True, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, TypeError) as error:
+        raise ProtocolError(f"the {what} is not valid msgpack ({type(error).__name__}: {error})") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"the {what} must be a msgpack map, not {type(value).__name__}")
+    return value
+
+
+def require(message: dict, key: str, kinds: type | tuple, what: str, optional: bool = False) -> Any:
+    value = message.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kinds) or (isinstance(value, bool) and kinds in (int, (int,))):
+        expected = kinds.__name__ if isinstance(kinds, type) else " or ".join(k.__name__ for k in kinds)
+        raise ProtocolError(f"{what}: {key!r} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Compare in constant time, so that response times say nothing about the token."""
+    given = header or ""
+    prefix = "Bearer "
+    supplied = given[len(prefix):] if given.startswith(prefix) else ""
+    return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), token.encode("utf-8", "surrogateescape"))
+
+
+def python_version() -> str:
+    return platform.python_version()
+
+
+def python_feature_version(version: str) -> str:
+    """"3.11.7" -> "3.11": pickles of code travel between patch releases, not feature releases."""
+    return ".".join(version.split(".")[:2])
+
+
+def burla_version() -> str:
+    from burla_core import __version__
+
+    return __version__
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES_REPORTED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def version_mismatch(caller_python: str, caller_burla: str, node_python: str, node_burla: str) -> str | None:
+    """A sentence naming both versions when caller and node cannot run each other's pickles."""
+    problems = []
+    if python_feature_version(caller_python) != python_feature_version(node_python):
+        problems.append(f"the caller runs Python {caller_python} but the node runs Python {node_python}")
+    if caller_burla != node_burla:
+        problems.append(f"the caller runs burla {caller_burla} but the node runs burla {node_burla}")
+    if not problems:
+        return None
+    return "; ".join(problems) + ". Install the same Python feature release and burla version on both."
