@@ -15,6 +15,11 @@ stops them at exit, and each worker also watches its parent.
 from __future__ import annotations
 
 import atexit
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 import collections
 import itertools
 import os
@@ -33,6 +38,7 @@ from .worker import pack, unpack, worker_main
 
 CANCEL_GRACE_SECONDS = 1.0  # a worker that ignores cancelation this long is killed
 WATCH_INTERVAL = 0.2
+PIPE_BUFFER_BYTES = 1 << 20
 MAX_IDLE_WORKERS = max(8, (os.cpu_count() or 2) * 2)
 
 
@@ -210,6 +216,8 @@ class WorkerPool:
         context = self._context
         inbox_r, inbox_w = context.Pipe(duplex=False)
         outbox_r, outbox_w = context.Pipe(duplex=False)
+        _widen_pipe(inbox_w)
+        _widen_pipe(outbox_w)
         current_index = context.RawValue("q", -1)
         current_job = context.RawValue("q", 0)
         cancel_job = context.RawValue("q", 0)
@@ -498,6 +506,18 @@ class WorkerPool:
             for idle in self._idle.values():
                 pids.update(w.pid for w in idle)
             return sorted(pids)
+
+
+def _widen_pipe(connection) -> None:
+    """A 1 MiB pipe buffer instead of 64 KiB: big inputs and results cross in far fewer context
+    switches (Linux only; elsewhere, or past the system's limit, the default stays)."""
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if set_size is None:
+        return
+    try:
+        fcntl.fcntl(connection.fileno(), set_size, PIPE_BUFFER_BYTES)
+    except OSError:
+        pass
 
 
 def _rss_bytes(pid: int) -> int | None:
