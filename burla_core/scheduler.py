@@ -11,7 +11,8 @@ Batches are sized by guided self-scheduling: remaining inputs ÷ (4 × slots), s
 inputs travel in a few dozen messages while the last batches shrink to one input and no slot
 waits on a straggler batch. Each session holds at most two batches per slot, so a worker that
 finishes always finds its next batch already on its node. Only the in-flight window is ever
-pickled and held: memory grows with slots, not with the number of inputs.
+pickled and held (at most about WINDOW_INPUTS inputs, however many slots): memory grows with
+that window, not with the number of inputs.
 
 `max_parallelism` is divided among the nodes' slots up front, so it holds exactly across nodes.
 """
