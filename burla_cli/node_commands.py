@@ -111,9 +111,14 @@ def _client_options(nodes: str | None, token_file: str | None) -> tuple[list[str
     return urls, token_value
 
 
+def cluster_options(command):
+    """--nodes and --token-file: which agents to ask, and the token they share."""
+    command = click.option("--token-file", type=click.Path(dir_okay=False), help=f"File holding the token (else ${TOKEN_ENV}).")(command)
+    return click.option("--nodes", default=None, help="Comma-separated node URLs (default: $BURLA_NODES).")(command)
+
+
 @node.command()
-@click.option("--nodes", default=None, help="Comma-separated node URLs (default: $BURLA_NODES).")
-@click.option("--token-file", type=click.Path(dir_okay=False), help=f"File holding the token (else ${TOKEN_ENV}).")
+@cluster_options
 def health(nodes, token_file) -> None:
     """Print each node's health: slots, CPUs, RAM, GPUs, image, versions."""
     from burla_core.node.client import node_client
@@ -128,8 +133,7 @@ def health(nodes, token_file) -> None:
 
 
 @node.command()
-@click.option("--nodes", default=None, help="Comma-separated node URLs (default: $BURLA_NODES).")
-@click.option("--token-file", type=click.Path(dir_okay=False), help=f"File holding the token (else ${TOKEN_ENV}).")
+@cluster_options
 def jobs(nodes, token_file) -> None:
     """List the jobs on each node (detached ones stay until collected)."""
     from burla_core.node.client import node_client
