@@ -203,6 +203,19 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+def run_on_warm_agents(count: int, token: str, args: list[str]) -> dict:
+    """Start `count` agents, warm their workers with one call, run `args` against them, stop them."""
+    from burla_core.node.testing import start_agents
+
+    agents = start_agents(count, token)
+    try:
+        run_child(["burla", "nodes", "noop", "0"], nodes_env(agents, token))
+        return run_child(args, nodes_env(agents, token))
+    finally:
+        for agent in agents:
+            agent.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -213,8 +226,6 @@ def main() -> int:
     if options.child:
         child_main(options.child)
         return 0
-
-    from burla_core.node.testing import start_agents
 
     repeats = 2 if options.quick else 4
     token = secrets.token_urlsafe(24)
@@ -235,13 +246,7 @@ def main() -> int:
     )
 
     # 2. 1,000 print-only inputs on 4 warm agents
-    agents = start_agents(4, token)
-    try:
-        run_child(["burla", "nodes", "noop", "0"], nodes_env(agents, token))  # warm the agents' workers
-        nodes = run_child(["burla", "nodes", "print", str(repeats)], nodes_env(agents, token))
-    finally:
-        for agent in agents:
-            agent.close()
+    nodes = run_on_warm_agents(4, token, ["burla", "nodes", "print", str(repeats)])
     local = run_child(["burla", "local", "print", str(repeats)])
     dask = None if options.skip_dask else run_child(["dask", "print", str(repeats)])
     ok = nodes["cold"] < PRINT_MAX_SECONDS and nodes["warm"] < PRINT_MAX_SECONDS
@@ -254,13 +259,7 @@ def main() -> int:
     )
 
     # 3. 10,000 no-ops over 2 agents
-    agents = start_agents(2, token)
-    try:
-        run_child(["burla", "nodes", "noop", "0"], nodes_env(agents, token))
-        nodes = run_child(["burla", "nodes", "noop", str(repeats)], nodes_env(agents, token))
-    finally:
-        for agent in agents:
-            agent.close()
+    nodes = run_on_warm_agents(2, token, ["burla", "nodes", "noop", str(repeats)])
     local = run_child(["burla", "local", "noop", str(repeats)])
     dask = None if options.skip_dask else run_child(["dask", "noop", "1"])
     rate = NOOP_INPUTS / nodes["warm"]
@@ -275,13 +274,7 @@ def main() -> int:
     )
 
     # 4. one 100 MB input and its 100 MB result
-    agents = start_agents(1, token)
-    try:
-        run_child(["burla", "nodes", "noop", "0"], nodes_env(agents, token))
-        nodes = run_child(["burla", "nodes", "bytes", str(max(1, repeats // 2))], nodes_env(agents, token))
-    finally:
-        for agent in agents:
-            agent.close()
+    nodes = run_on_warm_agents(1, token, ["burla", "nodes", "bytes", str(max(1, repeats // 2))])
     local = run_child(["burla", "local", "bytes", str(max(1, repeats // 2))])
     dask = None if options.skip_dask else run_child(["dask", "bytes", str(max(1, repeats // 2))])
     moved = 2 * BIG_BYTES / 1e6

@@ -318,9 +318,12 @@ class JobStore:
 
     def iter_inputs(self, job_id: str) -> Iterator[tuple[int, bytes]]:
         """The job's pickled inputs in input order, read a page at a time as they are consumed."""
+        return self._iter_in_input_order("inputs", job_id)
+
+    def _iter_in_input_order(self, table: str, job_id: str) -> Iterator[tuple[int, bytes]]:
         after = -1
         while True:
-            rows = self._page("inputs", "input_index", "input_index, payload", job_id, after)
+            rows = self._page(table, "input_index", "input_index, payload", job_id, after)
             if not rows:
                 return
             yield from rows
@@ -449,13 +452,7 @@ class JobStore:
 
     def iter_results(self, job_id: str) -> Iterator[tuple[int, bytes]]:
         """(input_index, payload) in input order, a page at a time."""
-        after = -1
-        while True:
-            rows = self._page("results", "input_index", "input_index, payload", job_id, after)
-            if not rows:
-                return
-            yield from rows
-            after = rows[-1][0]
+        return self._iter_in_input_order("results", job_id)
 
     def check_alive(self, record: JobRecord, owner_exited: bool | None = None) -> JobRecord:
         """The record, or, if the process that owns this unfinished job is gone, the job marked
