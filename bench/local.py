@@ -127,17 +127,23 @@ def child_noop_cold(system: str, count: int) -> dict:
     return {"seconds": seconds}
 
 
+def _timed_runs(run_map, function, inputs: list, repetitions: int, label: str) -> list[float]:
+    """Seconds of each of `repetitions` maps of `function` over `inputs`, each result checked."""
+    times = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        results = run_map(function, inputs)
+        times.append(time.perf_counter() - started)
+        _check_results(results, inputs, label)
+    return times
+
+
 def child_noop_warm(system: str, count: int, repetitions: int) -> dict:
     _import_for(system)
     inputs = list(range(count))
     run_map, close = _map_with(system, noop, inputs)
     run_map(noop, list(range(WARMUP_INPUTS)))
-    times = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        results = run_map(noop, inputs)
-        times.append(time.perf_counter() - started)
-        _check_results(results, inputs, f"{system} warm")
+    times = _timed_runs(run_map, noop, inputs, repetitions, f"{system} warm")
     close()
     return {"seconds": min(times), "all": times}
 
@@ -160,12 +166,7 @@ def child_sleep(system: str, repetitions: int) -> dict:
     else:
         run_warm = run_map
     run_warm(noop, list(range(WARMUP_INPUTS)))
-    times = []
-    for _ in range(repetitions):
-        started = time.perf_counter()
-        results = run_warm(sleep_10ms, inputs)
-        times.append(time.perf_counter() - started)
-        _check_results(results, inputs, f"{system} sleep")
+    times = _timed_runs(run_warm, sleep_10ms, inputs, repetitions, f"{system} sleep")
     close()
     return {"seconds": min(times), "all": times, **extra}
 
