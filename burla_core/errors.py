@@ -79,6 +79,37 @@ class NodeDisconnected(BurlaError):
     """Every node running the job was lost; the message names them and the unfinished inputs."""
 
 
+class NoNodes(BurlaError):
+    """The backend has no node at all to run the job on (and is not booting any)."""
+
+
+class NodesFailedToBoot(BurlaError):
+    """grow=True booted no node: the message gives each boot's reason (quota, stockout, image)."""
+
+
+class AllNodesBusy(BurlaError):
+    """Every node is busy with other jobs and this one cannot wait for them."""
+
+    def __init__(self, message: str = "All nodes are busy, please try again later."):
+        super().__init__(message)
+
+
+class JobStalled(BurlaError):
+    """The job made no progress for too long (no node answered, no input finished)."""
+
+
+class ClusterRestarted(BurlaError):
+    """The cluster was restarted while the job ran; its unfinished inputs were lost."""
+
+
+class ClusterShutdown(BurlaError):
+    """The cluster was shut down while the job ran."""
+
+
+class UnsupportedOption(BurlaError):
+    """A parameter the selected backend cannot honour (said once, as a warning, where harmless)."""
+
+
 class VersionMismatch(BurlaError):
     """The caller and a node run different Python or burla versions."""
 

@@ -2,13 +2,16 @@
 the hooks in `burla_core.hookspecs`.
 
     caller ── Scheduler ──┬── Transport.open_session(node A) ── NodeSession ──► workers on A
-                          └── Transport.open_session(node B) ── NodeSession ──► workers on B
-              ▲                                                     │
+              ▲           └── Transport.open_session(node B) ── NodeSession ──► workers on B
+              │                                                     │
               └──────────────── EventSink (results, logs, errors) ◄─┘
+                                    ▲
+        Provisioner ── Membership ──┘  nodes that join (grow=True) or leave while the job runs
 
 The Provisioner says which nodes exist and how many calls each can run at once (slots) for a
-given ResourceRequest; the Transport moves batches to a node and events back; the Scheduler
-decides which inputs go where and when.
+given ResourceRequest, and may announce nodes while a job runs; the Transport moves batches to a
+node and events back; the Scheduler decides which inputs go where and when. Everything the core
+relies on is declared here; nothing is probed with getattr.
 """
 
 from __future__ import annotations
@@ -16,41 +19,52 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
-from .types import EventSink, InputBatch, JobSpec, NodeInfo, ResourceRequest
+from .types import EventSink, InputBatch, JobProgress, JobSpec, Membership, NodeInfo, ResourceRequest
 
 
 class Provisioner(ABC):
-    """Where work can run."""
+    """Where work can run. `options` is the call's backend_options dict."""
+
+    #: Which of the parameters "grow", "region" and "disk_gb" this backend honours; for any other
+    #: the core tells the user, once, that it has no effect here.
+    honours: frozenset[str] = frozenset()
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
         self.options = options or {}
 
     @abstractmethod
     def eligible_nodes(self, request: ResourceRequest) -> list[NodeInfo]:
-        """Nodes that can run calls needing `request`, each with `slots` filled in (> 0).
+        """The nodes ready now that can run calls needing `request`, each with `slots` > 0.
 
         Raise `NoCompatibleNodes` (or a subclass) with a message that says what the nodes have
-        when none can."""
+        when none can. A provisioner that can grow may return [] when nodes could be booted:
+        the job then waits for the first node `watch_job` announces."""
 
-    def grow(self, request: ResourceRequest, nodes: list[NodeInfo]) -> list[NodeInfo]:
-        """Called for `grow=True`: add nodes and return the whole eligible list. The default
-        cannot grow and returns `nodes` unchanged."""
-        return nodes
+    def watch_job(self, job: JobSpec, nodes: list[NodeInfo], membership: Membership) -> None:
+        """The job starts on `nodes`. Return at once; from now until `membership.closed`, call
+        `membership.join(node)` for each node that becomes ready for this job (grow=True:
+        `membership.wanted_slots` says how many more slots it could use), `membership.leave`
+        for a node that goes away, and, when `membership.growing`, `membership.growth_ended()`
+        once no more nodes will join (with the reasons of failed boots). The default adds no
+        node and ends growth at once."""
+        membership.growth_ended()
 
     def release_idle(self) -> None:
-        """Let idle nodes go (called after a job); the default keeps them."""
+        """Let idle nodes go (called after every job); the default keeps them."""
 
 
 class NodeSession(ABC):
-    """One job on one node. Methods never block for long: results come back as events."""
+    """One job on one node. Methods never block for long: results come back as events.
+
+    The contract: every input of every submitted batch ends as exactly one RESULTS entry or one
+    ERROR event, unless the session reports NODE_LOST; after NODE_LOST it puts no more events."""
 
     node_id: str
     slots: int
 
     @abstractmethod
     def submit(self, batch: InputBatch) -> None:
-        """Queue a batch on the node. Every input of it ends as exactly one RESULTS entry or one
-        ERROR event, unless the session reports NODE_LOST."""
+        """Queue a batch on the node."""
 
     @abstractmethod
     def cancel(self) -> None:
@@ -58,12 +72,18 @@ class NodeSession(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release the node's resources for this job (the job is over)."""
+        """Release the node's resources for this job (the job is over); errors are raised."""
 
     def is_stopped(self) -> bool:
         """After cancel(): True once none of the job's calls runs on the node any more. Until
         then the session still delivers the LOGS its calls wrote, so that output written before
         an error is never lost. The default says stopped at once."""
+        return True
+
+    def wait_stopped(self, timeout: float) -> bool:
+        """After close(): wait up to `timeout` seconds until the job's calls have stopped on the
+        node, so that the call returns only once nothing of the job runs. True when they have.
+        The default returns True at once."""
         return True
 
 
@@ -76,11 +96,21 @@ class Transport(ABC):
     @abstractmethod
     def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
         """Start `job` on `node` with at most `slots` calls running at once; events for it are
-        put on `events` as `[kind, node_id, data]` (see burla_core.types)."""
+        put on `events` as `[kind, node_id, data]` (see burla_core.types). A node that refuses
+        the job may raise (a BurlaError) or report NODE_LOST."""
+
+    def close(self) -> None:
+        """The call is over: release what the transport holds for it (the default: nothing)."""
 
 
 class Scheduler(ABC):
     """Which input runs on which node and when."""
+
+    #: What the caller's progress line shows; the scheduler keeps it current while `run` runs.
+    progress: JobProgress
+
+    def __init__(self) -> None:
+        self.progress = JobProgress()
 
     @abstractmethod
     def run(
@@ -90,6 +120,11 @@ class Scheduler(ABC):
         input_count: int | None,
         provisioner: Provisioner,
         transport: Transport,
+        prepickled: bool = False,
     ) -> Iterator[list]:
-        """Run the job; yield events `[kind, node_id, data]` (RESULTS, LOGS, ERROR, NOTICE) as
-        they arrive. Closing the iterator (or an exception thrown into it) cancels the job."""
+        """Run the job; yield events `[kind, node_id, data]` (RESULTS, LOGS, ERROR, NOTICE,
+        STARTED, TICK) as they arrive. `inputs` yields (input_index, value) lazily, or with
+        `prepickled` (index, payload bytes). Yield STARTED as soon as the first batches are
+        out. With `job.raise_errors`, an ERROR ends the job: the scheduler cancels the rest and
+        yields the output already written before the ERROR itself. Closing the iterator (or an
+        exception thrown into it) cancels the job; when it returns, nothing of the job runs."""

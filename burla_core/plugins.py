@@ -9,7 +9,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownBackend
-from .hookspecs import ProvisionerRecord, SchedulerRecord, TransportRecord
+from .hookspecs import ProvisionerRecord, SchedulerRecord, TestEnvironmentRecord, TransportRecord
 
 
 @dataclass
@@ -17,19 +17,21 @@ class Registry:
     provisioners: dict[str, ProvisionerRecord]
     transports: dict[str, TransportRecord]
     schedulers: dict[str, SchedulerRecord]
+    test_environments: dict[str, TestEnvironmentRecord]
 
 
 _lock = threading.Lock()
 _registry: Registry | None = None
 
 
-def _collect(hook, kind: str) -> dict:
+def _collect(hook, kind: str, key=lambda record: record.name) -> dict:
     records: dict = {}
 
     def register(record) -> None:
-        if record.name in records:
-            raise PluginError(f"two plugins register a {kind} named {record.name!r}; uninstall one of them")
-        records[record.name] = record
+        name = key(record)
+        if name in records:
+            raise PluginError(f"two plugins register a {kind} named {name!r}; uninstall one of them")
+        records[name] = record
 
     hook(register=register)
     return records
@@ -51,6 +53,7 @@ def load_registry(extra_plugins: tuple = ()) -> Registry:
         provisioners=_collect(manager.hook.burla_register_provisioners, "backend"),
         transports=_collect(manager.hook.burla_register_transports, "transport"),
         schedulers=_collect(manager.hook.burla_register_schedulers, "scheduler"),
+        test_environments=_collect(manager.hook.burla_register_test_environments, "test environment for backend", lambda record: record.backend),
     )
     if not registry.provisioners:
         raise PluginError("no burla backend is installed: is the package installed (pip install -e .)?")
@@ -95,3 +98,10 @@ def resolve_backend(name: str) -> tuple[ProvisionerRecord, TransportRecord, Sche
             f"registers (installed schedulers: {', '.join(sorted(reg.schedulers)) or 'none'})"
         )
     return provisioner, reg.transports[provisioner.transport], reg.schedulers[provisioner.scheduler]
+
+
+def test_environment(name: str) -> TestEnvironmentRecord | None:
+    """The test environment a backend registers, or None (the suite then uses the backend as
+    the user configured it)."""
+    resolve_backend(name)
+    return registry().test_environments.get(name)

@@ -33,7 +33,7 @@ from typing import Callable
 import multiprocess
 from multiprocess import connection as mp_connection
 
-from .types import ERROR, LOGS, NOTICE, RESULTS
+from .types import ERROR, LOGS, NOTICE, RESULTS, WORKER_DIED, ErrorInfo
 from .worker import pack, unpack, worker_main
 
 CANCEL_GRACE_SECONDS = 1.0  # a worker that ignores cancelation this long is killed
@@ -374,7 +374,7 @@ class WorkerPool:
                 if batch is not None:
                     batch.unreported.pop(item[2], None)
                 self._flush_events(results, logs)
-                job.sink([ERROR, job.node_id, (item[2], item[3])])
+                job.sink([ERROR, job.node_id, (item[2], ErrorInfo.from_wire(item[3]))])
             elif kind == "d":
                 self._flush_events(results, logs)
                 self._batch_done(worker)
@@ -437,7 +437,7 @@ class WorkerPool:
                     [
                         ERROR,
                         job.node_id,
-                        (culprit, {"worker_died": True, "how": how, "pid": worker.pid}),
+                        (culprit, ErrorInfo(type_name="WorkerDied", message=how, kind=WORKER_DIED, how=how)),
                     ]
                 )
             else:

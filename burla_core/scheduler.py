@@ -1,45 +1,61 @@
 """The default scheduler: which inputs go to which node, and when.
 
-    inputs (lazy) ──pickle as sent──► batch ──submit──► NodeSession (node A, slots a)
-         ▲                              │     └───────► NodeSession (node B, slots b)
-         │ requeued on node loss        │                     │
-         └──────────── in_flight ◄──────┘     EventSink ◄─────┘ RESULTS / LOGS / ERROR / NODE_LOST
-                                                  │
-                                    run() yields events to the caller
+    Provisioner ──eligible_nodes──► first nodes ─┐     Membership: NODE_JOINED / NODE_LOST
+         └──watch_job──(grow=True: boots)────────┼──────────────────────────────┐
+                                                 ▼                              │
+    InputFeed (lazy, pickled as sent) ──batch──► NodeWork(node A) ─submit─► NodeSession ─┐
+         ▲                                       NodeWork(node B) ─submit─► NodeSession ─┤
+         │ a lost node's unfinished inputs                                              │
+         └───────────────── outstanding ◄──── settle ◄── EventSink ◄────────────────────┘
+                                                              RESULTS / LOGS / ERROR / NODE_LOST
+                                     run() yields events to the caller
 
-Batches are sized by guided self-scheduling: remaining inputs ÷ (4 × slots), so that 10,000 tiny
-inputs travel in a few dozen messages while the last batches shrink to one input and no slot
-waits on a straggler batch. Each session holds at most two batches per slot, so a worker that
-finishes always finds its next batch already on its node. Only the in-flight window is ever
-pickled and held (at most about WINDOW_INPUTS inputs, however many slots): memory grows with
-that window, not with the number of inputs.
+A job starts on whatever nodes are ready and takes each node that joins the moment it joins:
+the remaining inputs spread onto it through the batches it is given. `max_parallelism` is a
+budget of slots shared by all the job's nodes, whenever they join. Each node holds at most two
+batches per slot, so a worker that finishes always finds its next batch at hand, and only that
+window of inputs is ever pickled and held: memory follows the window, not the input count.
 
-`max_parallelism` is divided among the nodes' slots up front, so it holds exactly across nodes.
+Exactly once: every sent input is kept until its result or error arrives; a result for an input
+not outstanding (a duplicate) and anything a node sends after it was declared lost are dropped;
+a lost node's unfinished inputs are sent again elsewhere.
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-import math
+import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from .errors import NodeDisconnected
+from .errors import NodeDisconnected, NodesFailedToBoot, NoNodes
+from .feed import BATCHES_PER_SLOT, InputFeed
 from .hookspecs import SchedulerRecord, hookimpl
 from .interfaces import NodeSession, Provisioner, Scheduler, Transport
-from .serialization import dumps_input
-from .types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, STARTED, EventSink, InputBatch, JobSpec, NodeInfo
+from .types import (
+    ERROR,
+    GROWTH_ENDED,
+    LOGS,
+    NODE_JOINED,
+    NODE_LOST,
+    NODE_STATUS,
+    NOTICE,
+    RESULTS,
+    STARTED,
+    TICK,
+    EventSink,
+    InputBatch,
+    JobProgress,
+    JobSpec,
+    Membership,
+    NodeInfo,
+)
 
-MAX_BATCH_INPUTS = 2048
-MAX_BATCH_BYTES = 8 * 1000 * 1000
-# At most about this many inputs pickled and in flight at once, however many slots there are:
-# with 10,000 slots, batches shrink so that memory follows this window, not the input count.
-WINDOW_INPUTS = 100_000
-BATCHES_PER_SLOT = 2
+log = logging.getLogger("burla.scheduler")
+
 TICK_SECONDS = 0.1
-STOP_SECONDS = 2.0
-TICK = "tick"  # yielded when nothing happened for TICK_SECONDS (lets the caller redraw a spinner)
+STOP_SECONDS = 2.0  # after an error, how long the other calls get to stop (their output still arrives)
+WAIT_FOR_NODES_SECONDS = 30 * 60.0  # a job with no node and growth that never ends fails after this
 
 
 def divide_slots(nodes: list[NodeInfo], cap: int | None) -> dict[str, int]:
@@ -59,25 +75,312 @@ def divide_slots(nodes: list[NodeInfo], cap: int | None) -> dict[str, int]:
     return {node_id: slots for node_id, slots in given.items() if slots > 0}
 
 
-class JobProgress:
-    """Counts the caller's progress line shows."""
+@dataclass(eq=False)
+class NodeWork:
+    """One node of the job: its session and the batches it holds, each input kept until it settles."""
 
-    def __init__(self, total: int | None) -> None:
-        self.total = total
-        self.submitted = 0
-        self.done = 0
-        self.failed = 0
-        self.slots = 0
+    node: NodeInfo
+    session: NodeSession
+    batches: dict[int, dict[int, bytes]] = field(default_factory=dict)  # batch_id -> index -> payload
 
     @property
-    def running(self) -> int:
-        return max(0, min(self.slots, self.submitted - self.done - self.failed))
+    def slots(self) -> int:
+        return self.session.slots
+
+    @property
+    def busy_slots(self) -> int:
+        """Slots working now, as far as the caller can tell: one per batch the node holds."""
+        return min(self.session.slots, len(self.batches))
+
+
+class ScheduledJob:
+    """One run of the default scheduler: the state of a job and the named steps that change it."""
+
+    def __init__(
+        self, job: JobSpec, feed: InputFeed, provisioner: Provisioner, transport: Transport, progress: JobProgress
+    ) -> None:
+        self.job = job
+        self.feed = feed
+        self.provisioner = provisioner
+        self.transport = transport
+        self.progress = progress
+        self.events = EventSink()
+        self.membership: Membership | None = None
+        self.working: dict[str, NodeWork] = {}  # node_id -> its work, for nodes still in the job
+        self.spare: list[NodeInfo] = []  # joined, but max_parallelism left them no slot (yet)
+        self.lost: dict[str, str] = {}  # node_id -> why
+        self.owner: dict[int, tuple[NodeWork, int]] = {}  # outstanding input -> (node work, batch_id)
+        self.boot_failures: list[str] = []
+        self.next_batch_id = 0
+        self.slot_budget = job.max_parallelism  # None: no cap
+        self.waiting_since: float | None = None
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        nodes = self.provisioner.eligible_nodes(self.job.resources)
+        shares = divide_slots(nodes, self.job.max_parallelism)
+        used = sum(shares.values())
+        if self.slot_budget is not None:
+            self.slot_budget -= used
+        for node in nodes:
+            if node.node_id in shares:
+                self._open(node, shares[node.node_id])
+            else:
+                self.spare.append(node)
+        wanted = max(0, min(self._inputs_hint(), self.job.max_parallelism or 1 << 62) - used)
+        self.membership = Membership(self.events, wanted_slots=wanted, growing=self.job.grow)
+        self.provisioner.watch_job(self.job, list(nodes), self.membership)
+        if not self.working and not self.membership.growing and self.feed.has_more():
+            raise NoNodes(f"no node is available to run {self.job.function_name}; start one, or call with grow=True")
+
+    def _inputs_hint(self) -> int:
+        hint = self.feed.count_hint
+        return hint if hint is not None and hint > 0 else 1 << 62
+
+    def _open(self, node: NodeInfo, slots: int) -> None:
+        session = self.transport.open_session(node, self.job, slots, self.events)
+        self.working[node.node_id] = NodeWork(node, session)
+        self.progress.slots += session.slots
+        self.progress.nodes = len(self.working)
+        self.progress.node_status.pop(node.node_id, None)
+        self.progress.waiting_for_nodes = False
+        self.waiting_since = None
+
+    def join(self, node: NodeInfo) -> None:
+        """A node became ready mid-job: give it a share of the slot budget and work at once."""
+        if node.node_id in self.working or node.node_id in self.lost:
+            return
+        share = node.slots if self.slot_budget is None else min(node.slots, self.slot_budget)
+        if share < 1:
+            self.spare.append(node)
+            return
+        if self.slot_budget is not None:
+            self.slot_budget -= share
+        self._open(node, share)
+
+    def lose(self, node_id: str, reason: str) -> Iterator[list]:
+        """A node was lost or left: its unfinished inputs go to the other nodes."""
+        work = self.working.pop(node_id, None)
+        if work is None:
+            self.spare = [node for node in self.spare if node.node_id != node_id]
+            return
+        self.lost[node_id] = reason
+        unfinished = []
+        for batch in work.batches.values():
+            for input_index, payload in batch.items():
+                self.owner.pop(input_index, None)
+                unfinished.append((input_index, payload))
+        self.progress.running -= work.busy_slots
+        self.progress.slots -= work.slots
+        self.progress.nodes = len(self.working)
+        work.batches.clear()
+        self.feed.send_again(sorted(unfinished))
+        self._close_session(work)
+        if self.slot_budget is not None:
+            self.slot_budget += work.slots
+        yield [NOTICE, node_id, f"node {node_id} was lost ({reason}); its {len(unfinished)} unfinished input(s) go to the other nodes"]
+        while self.spare and (self.slot_budget is None or self.slot_budget > 0):
+            self.join(self.spare.pop(0))
+        if not self.working:
+            self._no_node_left()
+
+    def _no_node_left(self) -> None:
+        if self.membership is not None and self.membership.growing:
+            self.progress.waiting_for_nodes = True
+            self.waiting_since = self.waiting_since or time.monotonic()
+            return
+        if not self.feed.has_more() and not self.owner:
+            return
+        unfinished = len(self.owner) + (0 if self.feed.exhausted else 1)
+        if not self.lost:
+            if self.boot_failures:
+                raise NodesFailedToBoot(
+                    f"no node could be booted for {self.job.function_name}: " + "; ".join(self.boot_failures)
+                )
+            raise NoNodes(f"no node became available to run {self.job.function_name}")
+        raise NodeDisconnected(
+            "every node running this job was lost ("
+            + "; ".join(f"{name}: {why}" for name, why in self.lost.items())
+            + (f"; failed boots: {'; '.join(self.boot_failures)}" if self.boot_failures else "")
+            + f"); {'at least ' if not self.feed.exhausted else ''}{unfinished} input(s) were unfinished"
+        )
+
+    def growth_ended(self, failures: list[str]) -> Iterator[list]:
+        self.boot_failures.extend(failures)
+        if failures and self.working:
+            yield [NOTICE, None, f"{len(failures)} node(s) failed to boot; going on with the others: " + "; ".join(failures)]
+        self.progress.node_status.clear()
+        if not self.working:
+            self._no_node_left()
+
+    def _close_session(self, work: NodeWork) -> None:
+        try:
+            work.session.close()
+        except Exception:  # logged, never swallowed silently: the job itself goes on
+            log.warning("closing the session of node %s failed", work.node.node_id, exc_info=True)
+
+    # --- inputs --------------------------------------------------------------------------------
+
+    def fill(self) -> None:
+        """Give every node batches up to BATCHES_PER_SLOT per slot: first one per slot on every
+        node, then the read-ahead ones, so a small job reaches every node's slots."""
+        if not self.working:
+            return
+        total_slots = sum(work.slots for work in self.working.values()) or 1
+        feed = self.feed
+        for per_slot in range(1, BATCHES_PER_SLOT + 1):
+            for work in list(self.working.values()):
+                limit = per_slot * work.slots
+                while len(work.batches) < limit:
+                    if not feed.has_more():
+                        return self._source_done()
+                    items = feed.take(feed.batch_size(total_slots))
+                    if not items:
+                        return self._source_done()
+                    self._send(work, items)
+
+    def _source_done(self) -> None:
+        if self.feed.exhausted:
+            self.progress.total = self.feed.read  # what iterating produced, whatever len() said
+
+    def _send(self, work: NodeWork, items: list[tuple[int, bytes]]) -> None:
+        batch_id = self.next_batch_id
+        self.next_batch_id += 1
+        before = work.busy_slots
+        work.batches[batch_id] = dict(items)
+        owner = self.owner
+        for input_index, _ in items:
+            owner[input_index] = (work, batch_id)
+        self.progress.running += work.busy_slots - before
+        work.session.submit(InputBatch(batch_id, items))
+
+    def settle(self, input_index: int) -> bool:
+        """An input finished: True the first time, False for one not outstanding (a duplicate)."""
+        entry = self.owner.pop(input_index, None)
+        if entry is None:
+            return False
+        work, batch_id = entry
+        batch = work.batches[batch_id]
+        del batch[input_index]
+        if not batch:
+            before = work.busy_slots
+            del work.batches[batch_id]
+            self.progress.running += work.busy_slots - before
+        return True
+
+    def finished(self) -> bool:
+        if self.owner or self.feed.has_more():
+            return False
+        self.progress.total = self.feed.read  # what iterating produced, whatever len() said
+        return True
+
+    # --- events --------------------------------------------------------------------------------
+
+    def handle(self, event: list) -> Iterator[list]:
+        """What one event changes, and the events to pass on to the caller."""
+        kind, node_id = event[0], event[1]
+        if node_id in self.lost and kind != NOTICE:
+            return  # a node declared lost may still talk: nothing it says counts any more
+        if kind == RESULTS:
+            settle = self.settle
+            kept = [entry for entry in event[2] if settle(entry[0])]
+            if kept:
+                self.progress.done += len(kept)
+                yield [RESULTS, node_id, kept] if len(kept) != len(event[2]) else event
+        elif kind == LOGS:
+            yield event
+        elif kind == ERROR:
+            if self.settle(event[2][0]):
+                self.progress.failed += 1
+                if self.job.raise_errors:
+                    yield from self.stop_after_error()
+                yield event
+        elif kind == NODE_LOST:
+            yield from self.lose(node_id, event[2])
+        elif kind == NODE_JOINED:
+            self.join(event[2])
+        elif kind == NODE_STATUS:
+            if event[2]:
+                self.progress.node_status[node_id] = event[2]
+            else:
+                self.progress.node_status.pop(node_id, None)
+        elif kind == GROWTH_ENDED:
+            yield from self.growth_ended(event[2])
+        elif kind == NOTICE:
+            yield event
+
+    def stop_after_error(self) -> Iterator[list]:
+        """The job failed: cancel it everywhere, and pass on the output its other calls wrote
+        until they have stopped (within STOP_SECONDS), before the error itself."""
+        sessions = [work.session for work in self.working.values()]
+        for session in sessions:
+            session.cancel()
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            event = self.events.get(0.01)
+            if event is None:
+                if all(session.is_stopped() for session in sessions):
+                    break
+            elif event[0] in (LOGS, NOTICE) and event[1] not in self.lost:
+                yield event
+        while (event := self.events.get_nowait()) is not None:
+            if event[0] in (LOGS, NOTICE) and event[1] not in self.lost:
+                yield event
+
+    def check_waiting(self) -> None:
+        if self.waiting_since is not None and time.monotonic() - self.waiting_since > WAIT_FOR_NODES_SECONDS:
+            raise NodesFailedToBoot(
+                f"no node became ready for {self.job.function_name} within {WAIT_FOR_NODES_SECONDS / 60:.0f} minutes"
+                + (f" (failed boots: {'; '.join(self.boot_failures)})" if self.boot_failures else "")
+            )
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> Iterator[list]:
+        try:
+            self.start()
+            if not self.working:  # waiting for the first node to join: is there any work at all?
+                self.feed.send_again(self.feed.take(1))
+                self.progress.waiting_for_nodes = self.feed.has_more()
+                self.waiting_since = time.monotonic()
+            self.fill()
+            yield [STARTED, None, None]
+            events = self.events
+            while not self.finished():
+                event = events.get(TICK_SECONDS)
+                if event is None:
+                    self.check_waiting()
+                    yield [TICK, None, None]
+                    continue
+                while event is not None:
+                    yield from self.handle(event)
+                    event = events.get_nowait()
+                self.fill()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Whatever ended the job: stop growth, close every session, wait (within STOP_SECONDS)
+        until nothing of the job runs, and let idle nodes go."""
+        if self.membership is not None:
+            self.membership.close()
+        works = list(self.working.values())
+        for work in works:
+            self._close_session(work)
+        deadline = time.monotonic() + STOP_SECONDS
+        for work in works:
+            try:
+                work.session.wait_stopped(max(0.0, deadline - time.monotonic()))
+            except Exception:
+                log.warning("waiting for node %s to stop failed", work.node.node_id, exc_info=True)
+        try:
+            self.provisioner.release_idle()
+        finally:
+            self.transport.close()
 
 
 class DefaultScheduler(Scheduler):
-    def __init__(self) -> None:
-        self.progress = JobProgress(None)
-
     def run(
         self,
         job: JobSpec,
@@ -87,173 +390,9 @@ class DefaultScheduler(Scheduler):
         transport: Transport,
         prepickled: bool = False,
     ) -> Iterator[list]:
-        progress = self.progress = JobProgress(input_count)
-        nodes = provisioner.eligible_nodes(job.resources)
-        if job.grow:
-            nodes = provisioner.grow(job.resources, nodes)
-        shares = divide_slots(nodes, job.max_parallelism)
-        progress.slots = sum(shares.values())
-        events = EventSink()
-        sessions: dict[str, NodeSession] = {}
-        lost: dict[str, str] = {}
-        in_flight: dict[str, dict[int, dict[int, bytes]]] = {}  # node -> batch_id -> index -> payload
-        owner_of_batch: dict[int, str] = {}
-        batch_of_input: dict[int, int] = {}
-        requeued: collections.deque = collections.deque()
-        batch_ids = itertools.count()
-        source = iter(inputs)
-        exhausted = False
-        remaining_hint = input_count
-
-        try:
-            for node in nodes:
-                if node.node_id in shares:
-                    sessions[node.node_id] = transport.open_session(node, job, shares[node.node_id], events)
-                    in_flight[node.node_id] = {}
-
-            def next_batch(size: int) -> list[tuple[int, bytes]]:
-                nonlocal exhausted
-                items: list[tuple[int, bytes]] = []
-                size_bytes = 0
-                while requeued and len(items) < size:
-                    items.append(requeued.popleft())
-                while not exhausted and len(items) < size and size_bytes < MAX_BATCH_BYTES:
-                    try:
-                        input_index, value = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    payload = value if prepickled else dumps_input(input_index, value)
-                    size_bytes += len(payload)
-                    items.append((input_index, payload))
-                return items
-
-            def fill() -> None:
-                total_slots = sum(session.slots for session in sessions.values()) or 1
-                # First one batch per slot on every node, then the read-ahead batches: a small
-                # job reaches every node's slots instead of queueing on the first node.
-                for per_slot in range(1, BATCHES_PER_SLOT + 1):
-                    for node_id, session in sessions.items():
-                        if not fill_node(node_id, session, per_slot * session.slots, total_slots):
-                            return
-
-            def fill_node(node_id: str, session: NodeSession, limit: int, total_slots: int) -> bool:
-                """Give `session` batches until it holds `limit`; False once inputs ran out."""
-                nonlocal remaining_hint
-                batches = in_flight[node_id]
-                while len(batches) < limit and (requeued or not exhausted):
-                    if remaining_hint is None:
-                        size = 64
-                    else:
-                        size = math.ceil(max(remaining_hint, 1) / (4 * total_slots))
-                    size = min(size, WINDOW_INPUTS // (BATCHES_PER_SLOT * total_slots))
-                    items = next_batch(max(1, min(size, MAX_BATCH_INPUTS)))
-                    if not items:
-                        return False
-                    batch_id = next(batch_ids)
-                    batches[batch_id] = dict(items)
-                    owner_of_batch[batch_id] = node_id
-                    for input_index, _ in items:
-                        batch_of_input[input_index] = batch_id
-                    progress.submitted += len(items)
-                    if remaining_hint is not None:
-                        remaining_hint = max(0, remaining_hint - len(items))
-                    session.submit(InputBatch(batch_id, items))
-                return True
-
-            def settle(input_index: int) -> None:
-                """An input is finished (result or error): drop what was kept to resend it."""
-                batch_id = batch_of_input.pop(input_index, None)
-                if batch_id is None:
-                    return
-                node_id = owner_of_batch[batch_id]
-                batch = in_flight[node_id].get(batch_id)
-                if batch is not None:
-                    batch.pop(input_index, None)
-                    if not batch:
-                        del in_flight[node_id][batch_id]
-                        del owner_of_batch[batch_id]
-
-            def lose(node_id: str, reason: str) -> None:
-                session = sessions.pop(node_id, None)
-                if session is None:
-                    return
-                lost[node_id] = reason
-                before = len(requeued)
-                for batch_id, batch in in_flight.pop(node_id).items():
-                    owner_of_batch.pop(batch_id, None)
-                    for input_index, payload in batch.items():
-                        batch_of_input.pop(input_index, None)
-                        requeued.append((input_index, payload))
-                progress.submitted -= len(requeued) - before
-                try:
-                    session.close()
-                except Exception:
-                    pass
-                if not sessions:
-                    unfinished = len(requeued)
-                    raise NodeDisconnected(
-                        "every node running this job was lost ("
-                        + "; ".join(f"{name}: {why}" for name, why in lost.items())
-                        + f"); {unfinished} input(s) were unfinished"
-                    )
-                progress.slots = sum(session.slots for session in sessions.values())
-
-            fill()
-            yield [STARTED, None, None]
-            while True:
-                if not requeued and exhausted and not any(in_flight.values()):
-                    return
-                event = events.get(TICK_SECONDS)
-                if event is None:
-                    yield [TICK, None, None]
-                    continue
-                while event is not None:
-                    kind = event[0]
-                    if kind == RESULTS:
-                        for input_index, _ in event[2]:
-                            settle(input_index)
-                        progress.done += len(event[2])
-                    elif kind == ERROR:
-                        settle(event[2][0])
-                        progress.failed += 1
-                        yield from self._stop_after_error(sessions, events)
-                    elif kind == NODE_LOST:
-                        lose(event[1], event[2])
-                    yield event
-                    event = events.get_nowait()
-                fill()
-        finally:
-            for session in sessions.values():
-                try:
-                    session.close()
-                except Exception:
-                    pass
-            # A canceled job's calls stop within STOP_SECONDS; wait so that the caller returns
-            # only once nothing of the job is running any more.
-            deadline = time.monotonic() + STOP_SECONDS
-            for session in sessions.values():
-                wait_stopped = getattr(session, "wait_stopped", None)
-                if wait_stopped is not None:
-                    wait_stopped(max(0.0, deadline - time.monotonic()))
-            provisioner.release_idle()
-
-
-    def _stop_after_error(self, sessions: dict[str, NodeSession], events: EventSink) -> Iterator[list]:
-        """The job failed: cancel it everywhere, and pass on the output its other calls wrote
-        until they have stopped (within STOP_SECONDS), before the error itself."""
-        for session in sessions.values():
-            session.cancel()
-        deadline = time.monotonic() + STOP_SECONDS
-        while time.monotonic() < deadline:
-            event = events.get(0.01)
-            if event is not None and event[0] in (LOGS, NOTICE):
-                yield event
-            elif event is None and all(session.is_stopped() for session in sessions.values()):
-                break
-        while (event := events.get_nowait()) is not None:
-            if event[0] in (LOGS, NOTICE):
-                yield event
+        self.progress = JobProgress(total=input_count)
+        feed = InputFeed(inputs, input_count, prepickled)
+        return ScheduledJob(job, feed, provisioner, transport, self.progress).run()
 
 
 @hookimpl

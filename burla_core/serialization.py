@@ -25,7 +25,10 @@ from .errors import (
     RemoteTraceback,
     UnpicklableFunction,
     UnpicklableInput,
+    UnpicklableResult,
+    WorkerDied,
 )
+from .types import FUNCTION_ERROR, UNPICKLABLE_RESULT, WORKER_DIED, ErrorInfo
 
 MAX_FUNCTION_BYTES = 100 * 1000 * 1000
 MAX_INPUT_BYTES = 200 * 1000 * 1000
@@ -136,51 +139,55 @@ def user_traceback(error: BaseException, skip_frames: int) -> str:
     return "".join(traceback.format_exception(type(error), error, _user_tb(error, skip_frames)))
 
 
-def render_traceback(info: dict) -> str:
+def render_traceback(info: ErrorInfo) -> str:
     """The remote traceback as text. Frames whose source the worker could not read (a function
     sent from a notebook cell to another machine) take their lines from this machine's linecache."""
-    frames = info.get("frames")
+    frames = info.frames
     if not frames or all(line for _, _, _, line in frames):
-        return info["traceback"]
+        return info.traceback
     summary = traceback.StackSummary.from_list(
         [(filename, lineno, name, line or linecache.getline(filename, lineno).strip()) for filename, lineno, name, line in frames]
     )
-    return "Traceback (most recent call last):\n" + "".join(summary.format()) + info.get("exception_only", "")
+    return "Traceback (most recent call last):\n" + "".join(summary.format()) + info.exception_only
 
 
-def error_info(error: BaseException, skip_frames: int) -> dict:
+def error_info(error: BaseException, skip_frames: int, kind: str = FUNCTION_ERROR) -> ErrorInfo:
     """What a worker sends when the function raises: the pickled exception when it pickles, and
     always its type name, message and traceback text."""
     tb = _user_tb(error, skip_frames)
     text = "".join(traceback.format_exception(type(error), error, tb))
-    frames = [(f.filename, f.lineno, f.name, f.line or "") for f in traceback.extract_tb(tb)]
+    frames = [(f.filename, f.lineno or 0, f.name, f.line or "") for f in traceback.extract_tb(tb)]
     try:
         pickled = cloudpickle_dumps(error)
         pickle.loads(pickled)  # an exception whose __init__ needs other args fails only here
     except Exception:
         pickled = None
-    return {
-        "pickled": pickled,
-        "type_name": f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
-        "message": str(error),
-        "traceback": text,
-        "frames": frames,
-        "exception_only": "".join(traceback.format_exception_only(type(error), error)),
-    }
+    return ErrorInfo(
+        type_name=f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
+        message=str(error),
+        traceback=text,
+        frames=frames,
+        exception_only="".join(traceback.format_exception_only(type(error), error)),
+        pickled=pickled,
+        kind=kind,
+    )
 
 
-def rebuild_exception(info: dict, input_index: int) -> BaseException:
+def rebuild_exception(info: ErrorInfo, input_index: int | None) -> BaseException:
     """The exception to raise in the caller: the original type when it unpickles here, else a
-    RemoteException carrying its type name, message and traceback text."""
+    RemoteException carrying its type name, message and traceback text. With an input index,
+    the remote traceback is chained and the note `[burla] failed on input index N` added."""
     error: BaseException | None = None
-    if info.get("pickled") is not None:
+    if info.pickled is not None:
         try:
-            error = pickle.loads(info["pickled"])
+            error = pickle.loads(info.pickled)
         except Exception:
             error = None
     text = render_traceback(info)
     if error is None:
-        error = RemoteException(info["type_name"], info["message"], text, input_index)
+        error = RemoteException(info.type_name, info.message, text, input_index)
+    if input_index is None:
+        return error
     try:
         error.burla_input_index = input_index  # type: ignore[attr-defined]
         error.burla_traceback = text  # type: ignore[attr-defined]
@@ -189,4 +196,39 @@ def rebuild_exception(info: dict, input_index: int) -> BaseException:
     error.__cause__ = RemoteTraceback(
         f"Traceback from input {input_index} (remote):\n" + text.split("\n", 1)[-1]
     )
+    note = f"[burla] failed on input index {input_index}"
+    if note not in (getattr(error, "__notes__", None) or []):
+        error.add_note(note)
     return error
+
+
+def exception_for(input_index: int, info: ErrorInfo) -> BaseException:
+    """The exception a failed input raises in the caller, whatever failed: the function, its
+    worker, or pickling its result."""
+    if info.kind == WORKER_DIED:
+        return WorkerDied(
+            f"input {input_index}: the worker running it {info.how}, and again when it was retried "
+            "on a new worker. The function may be exiting the process (os._exit), crashing in native "
+            "code, or using more memory than func_ram allows.",
+            input_index,
+            info.how,
+        )
+    if info.kind == UNPICKLABLE_RESULT:
+        return UnpicklableResult(
+            f"the return value of input {input_index} cannot be pickled ({info.type_name}: {info.message}); "
+            "return plain data (numbers, strings, lists, dicts, arrays) instead",
+            input_index,
+        )
+    return rebuild_exception(info, input_index)
+
+
+def load_result(input_index: int, payload: bytes | memoryview) -> Any:
+    """One result, unpickled in the caller."""
+    try:
+        return pickle.loads(payload)
+    except Exception as error:
+        raise UnpicklableResult(
+            f"the return value of input {input_index} cannot be unpickled here ({type(error).__name__}: {error}); "
+            "is the module that defines its type importable on this machine?",
+            input_index,
+        ) from error

@@ -29,7 +29,8 @@ import time
 
 import msgpack
 
-from .serialization import PROTOCOL, dumps, error_info
+from .serialization import dumps, error_info
+from .types import UNPICKLABLE_RESULT
 
 COALESCE_SECONDS = 0.002
 
@@ -206,7 +207,7 @@ def worker_main(
             try:
                 function, load_error = pickle.loads(function_bytes), None
             except Exception as error:
-                function, load_error = None, error_info(error, skip_frames=0)
+                function, load_error = None, error_info(error, skip_frames=0).to_wire()
         elif kind == "stop":
             outbox.flush()
             os._exit(0)
@@ -235,16 +236,14 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
                 stdout.end_input()
                 stderr.end_input()
                 # Frames to hide: this one (the call site); the rest are the user's.
-                add(["e", job, input_index, error_info(error, skip_frames=1)])
+                add(["e", job, input_index, error_info(error, skip_frames=1).to_wire()])
                 continue
             stdout.end_input()
             stderr.end_input()
             try:
                 add(["r", job, input_index, dumps(result)])
             except Exception as error:
-                info = error_info(error, skip_frames=0)
-                info["unpicklable_result"] = True
-                add(["e", job, input_index, info])
+                add(["e", job, input_index, error_info(error, 0, kind=UNPICKLABLE_RESULT).to_wire()])
         except CancelInput:
             state.in_call = False
             stdout.end_input()

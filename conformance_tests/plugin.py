@@ -11,7 +11,10 @@ cloudpickle) and only adds two command-line options and three fixtures:
     burla_backend_options  the backend_options dict (values are strings)
     rpm                    remote_parallel_map bound to both
 
-Run the suite with ``pytest --pyargs conformance_tests --burla-backend NAME``.
+Run the suite with ``pytest --pyargs conformance_tests --burla-backend NAME``. A backend that
+registers a test environment (hook ``burla_register_test_environments``) is brought up by it on
+127.0.0.1 for the session (node agents, a stand-in, a local cluster): no other setup. Options
+given with --burla-backend-option are added to (and win over) the environment's.
 """
 
 from __future__ import annotations
@@ -77,9 +80,31 @@ def burla_backend(pytestconfig) -> str:
 
 
 @pytest.fixture(scope="session")
-def burla_backend_options(pytestconfig) -> dict:
-    """backend_options passed to every call (from --burla-backend-option KEY=VALUE)."""
-    return parse_backend_options(pytestconfig.getoption("burla_backend_option", None))
+def burla_test_environment(burla_backend):
+    """What the backend's test environment brought up (None when it registers none)."""
+    from burla_core import plugins
+
+    record = plugins.test_environment(burla_backend)
+    if record is None:
+        yield None
+        return
+    saved = dict(os.environ)
+    with record.factory() as environment:
+        os.environ.update(environment.env)
+        try:
+            yield environment
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def burla_backend_options(pytestconfig, burla_test_environment) -> dict:
+    """backend_options passed to every call: the test environment's, then --burla-backend-option
+    KEY=VALUE."""
+    options = dict(burla_test_environment.backend_options) if burla_test_environment is not None else {}
+    options.update(parse_backend_options(pytestconfig.getoption("burla_backend_option", None)))
+    return options
 
 
 @pytest.fixture(scope="session")
