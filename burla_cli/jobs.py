@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from burla_core.errors import BurlaError
-from burla_core.jobstore import CANCELED, FAILED, JobRecord, JobStore, UnknownJob, process_alive
+from burla_core.jobstore import CANCELED, FAILED, JobRecord, JobStore, UnknownJob
+from burla_core.processes import process_alive
 from burla_core.serialization import render_traceback
 
 FOLLOW_POLL_SECONDS = 0.2
@@ -58,19 +59,18 @@ def _done_total(record: JobRecord) -> str:
 
 
 def _error_summary(record: JobRecord) -> str:
-    info = record.error or {}
-    text = info.get("exception_only", "").strip() or (
-        f"{info.get('type_name', 'error')}: {info.get('message', '')}".rstrip(": ")
-    )
+    info = record.error
+    if info is None:
+        return "the job failed"
+    text = info.exception_only.strip() or f"{info.type_name}: {info.message}".rstrip(": ")
     where = f"input {record.error_index}: " if record.error_index is not None else ""
     return where + text
 
 
 def _error_report(record: JobRecord) -> str:
-    info = record.error or {}
-    if record.error_index is None:
+    if record.error_index is None or record.error is None:
         return _error_summary(record)
-    return f"input {record.error_index} raised:\n" + render_traceback(info).rstrip("\n")
+    return f"input {record.error_index} raised:\n" + render_traceback(record.error).rstrip("\n")
 
 
 class _JobsGroup(click.Group):
@@ -298,7 +298,8 @@ def cancel(job_id: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise click.ClickException(
                 f"asked job {record.job_id} to stop, but it is still {record.status} after {timeout:.0f}s "
-                f"(runner pid {record.runner_pid}); check again with `burla jobs status {record.job_id}`"
+                f"(runner pid {record.runner_pid}); run `burla jobs cancel {record.job_id}` again to stop "
+                "its runner by force"
             )
         time.sleep(0.1)
     if record.status == CANCELED:

@@ -17,21 +17,21 @@ cancels the job.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from .console import Console
-from .errors import BurlaError, JobCanceled, RemoteException, RemoteTraceback
-from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobStore, JobWriter
-from .serialization import dumps_input, error_info
-from .types import JobSpec
+from .errors import BurlaError, JobCanceled, RemoteTraceback
+from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobStore
+from .jobwriter import JobWriter
+from .run import start_run
+from .serialization import dumps_input, error_info, exception_for, load_result, rebuild_exception
+from .types import ErrorInfo, JobProgress, JobSpec
 
 POLL_MIN_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.2
@@ -119,36 +119,15 @@ def start_runner(store: JobStore, job_id: str, python_path: list[str]) -> subpro
 # --- the caller's side: tail the store ------------------------------------------------------------
 
 
-@dataclass
-class _Progress:
-    """What Console.update draws, read from the job's row."""
-
-    total: int | None
-    done: int
-    running: int
-    failed: int
-
-
 def job_error(record: JobRecord) -> BaseException:
     """The exception a failed job raises in the caller, as a normal call would raise it."""
-    from .api import error_from_info
-
-    info = record.error or {}
+    info = record.error or ErrorInfo(type_name="Exception", message="the job failed")
     if record.error_index is not None:
-        return error_from_info(record.error_index, info)
+        return exception_for(record.error_index, info)
     # The job failed outside the function (no node fits, the runner was lost): raise that error.
-    error: BaseException | None = None
-    if info.get("pickled") is not None:
-        try:
-            error = pickle.loads(info["pickled"])
-        except Exception:
-            error = None
-    if error is None:
-        error = RemoteException(
-            info.get("type_name", "Exception"), info.get("message", "the job failed"), info.get("traceback", "")
-        )
-    if not isinstance(error, BurlaError) and info.get("traceback"):
-        error.__cause__ = RemoteTraceback(f"Traceback from job {record.job_id}'s runner:\n" + info["traceback"])
+    error = rebuild_exception(info, None)
+    if not isinstance(error, BurlaError) and info.traceback:
+        error.__cause__ = RemoteTraceback(f"Traceback from job {record.job_id}'s runner:\n" + info.traceback)
     return error
 
 
@@ -198,7 +177,7 @@ class DetachedTail:
                         yield input_index, payload
                 if record.finished:
                     break
-                console.update(_Progress(record.total, record.done, record.running, record.failed))
+                console.update(JobProgress(total=record.total, done=record.done, running=record.running, failed=record.failed))
                 delay = POLL_MIN_SECONDS if got_anything else min(POLL_MAX_SECONDS, delay * 1.5)
                 time.sleep(delay)
         except (KeyboardInterrupt, GeneratorExit):
@@ -223,25 +202,21 @@ class DetachedTail:
             pass
 
     def completed(self) -> Iterator:
-        from .api import _load_result
-
         stream = self._follow(stream_results=True)
         try:
             for input_index, payload in stream:
-                yield _load_result(input_index, payload)
+                yield load_result(input_index, payload)
         finally:
             stream.close()  # when the caller stops early: says that the job keeps running
             self.store.close()
 
     def in_input_order(self) -> list:
-        from .api import _load_result
-
         try:
             for _ in self._follow(stream_results=False):
                 pass
             results: list = [None] * self.total
             for input_index, payload in self.store.iter_results(self.job_id):
-                results[input_index] = _load_result(input_index, payload)
+                results[input_index] = load_result(input_index, payload)
             return results
         finally:
             self.store.close()
@@ -269,46 +244,55 @@ class StoreConsole:
         pass
 
 
-_cancel_armed = False
+STUCK_SECONDS = 5.0  # a second cancel this long after the first kills a runner that did not stop
+
+
+class _CancelRequest:
+    """Set by SIGTERM (`burla jobs cancel`); the runner's JobRun checks it between events, so a
+    cancel stops the job from the outside of the scheduler and never cuts its cleanup short."""
+
+    requested_at: float | None = None
+
+    @classmethod
+    def is_set(cls) -> bool:
+        return cls.requested_at is not None
 
 
 def _on_sigterm(signum, frame) -> None:
-    """`burla jobs cancel`: stop the job the way Ctrl-C stops a normal call."""
-    global _cancel_armed
-    if _cancel_armed:
-        _cancel_armed = False
-        raise KeyboardInterrupt
+    if _CancelRequest.requested_at is None:
+        _CancelRequest.requested_at = time.monotonic()
+    elif time.monotonic() - _CancelRequest.requested_at > STUCK_SECONDS:
+        # Asked again long after the first cancel: the runner is stuck. The store marks the job
+        # canceled once it sees this process gone (a cancel was requested).
+        os._exit(3)
 
 
 def run_job(job_id: str, store_path: Path) -> int:
     """The runner's body: run a stored job to its end and record how it ended."""
-    global _cancel_armed
     from . import plugins
-    from .api import JobRun
 
     store = JobStore(store_path)
     writer: JobWriter | None = None
-    status, error_index, error = FAILED, None, None
+    status: str = FAILED
+    error_index: int | None = None
+    error: ErrorInfo | None = None
     try:
-        _cancel_armed = True
         if not store.claim(job_id, os.getpid()):
             return 0  # canceled before it started, or another runner has it
         job = store.load_spec(job_id)
         record = store.get(job_id)
         writer = JobWriter(store.path, job_id)
-        errors: list[tuple[int, dict]] = []
-        provisioner_record, transport_record, scheduler_record = plugins.resolve_backend(record.backend)
-        run = JobRun(
+        errors: list[tuple[int, ErrorInfo]] = []
+        run = start_run(
             job,
-            provisioner_record.factory(job.options),
-            transport_record.factory(job.options),
-            scheduler_record.factory(),
+            plugins.resolve_backend(record.backend),
             store.iter_inputs(job_id),
             record.total,
             spinner=False,
             prepickled=True,
             console=StoreConsole(writer),
             error_sink=lambda input_index, info: errors.append((input_index, info)),
+            should_stop=_CancelRequest.is_set,
         )
         stream = run._stream()
         try:
@@ -316,17 +300,14 @@ def run_job(job_id: str, store_path: Path) -> int:
                 writer.add_result(input_index, payload)
         finally:
             stream.close()  # on cancel: stops the job's calls before the status is written
-        _cancel_armed = False
         if errors:
             status, (error_index, error) = FAILED, errors[0]
             writer.set_progress(0, 1)
         else:
             status = DONE
     except (KeyboardInterrupt, JobCanceled):
-        _cancel_armed = False
         status = CANCELED
     except BaseException as exc:  # recorded for the caller, who raises it
-        _cancel_armed = False
         status, error = FAILED, error_info(exc, 0)
         traceback.print_exc()  # into the runner log
     if writer is not None:

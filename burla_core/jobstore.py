@@ -21,7 +21,6 @@ import json
 import os
 import pickle
 import sqlite3
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +29,9 @@ from typing import Any, Iterable, Iterator
 
 from . import config
 from .errors import BurlaError, NodeDisconnected
+from .processes import process_alive
 from .serialization import cloudpickle_dumps, error_info
-from .types import JobSpec
+from .types import ErrorInfo, JobSpec
 
 QUEUED, RUNNING, DONE, FAILED, CANCELED = "queued", "running", "done", "failed", "canceled"
 FINISHED = frozenset({DONE, FAILED, CANCELED})
@@ -129,7 +129,7 @@ class JobRecord:
     cwd: str | None
     python_path: list[str]
     error_index: int | None
-    error: dict | None
+    error: ErrorInfo | None
 
     @property
     def finished(self) -> bool:
@@ -140,7 +140,7 @@ class JobRecord:
         values = list(row)
         values[13] = bool(values[13])
         values[15] = json.loads(values[15]) if values[15] else []
-        values[17] = pickle.loads(values[17]) if values[17] is not None else None
+        values[17] = ErrorInfo.from_wire(pickle.loads(values[17])) if values[17] is not None else None
         return cls(*values)
 
 
@@ -155,35 +155,6 @@ class LogEntry:
 
 def store_path() -> Path:
     return config.data_dir() / STORE_FILE_NAME
-
-
-def process_alive(pid: int | None, cmdline_marker: str | None = None) -> bool:
-    """Whether `pid` is a live process (not a zombie) and, where /proc can tell, one whose
-    command line contains `cmdline_marker` (so a reused pid is not taken for the runner)."""
-    if not pid:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; assume alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path("/proc") / str(pid)
-    if not proc.is_dir():
-        return True
-    try:
-        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):
-            return False
-        if cmdline_marker is not None:
-            cmdline = (proc / "cmdline").read_bytes()
-            # Empty while a process is mid-exec (it reads as empty for a moment after exec).
-            return not cmdline or cmdline_marker.encode() in cmdline
-    except (OSError, IndexError):
-        return False
-    return True
 
 
 class JobStore:
@@ -357,7 +328,7 @@ class JobStore:
         results: list[tuple[int, bytes]],
         running: int,
         failed: int,
-        final: tuple[str, int | None, dict | None] | None = None,
+        final: tuple[str, int | None, ErrorInfo | None] | None = None,
     ) -> None:
         """One commit of the runner: logs (input_index, stream, text, time), results, counts,
         and, with `final` = (status, error_index, error info), the end of the job."""
@@ -367,14 +338,17 @@ class JobStore:
                     "INSERT INTO logs (job_id, input_index, stream, text, time) VALUES (?, ?, ?, ?, ?)",
                     [(job_id, *entry) for entry in logs],
                 )
+            inserted = 0
             if results:
+                before = connection.total_changes
                 connection.executemany(
                     "INSERT OR IGNORE INTO results (job_id, input_index, payload) VALUES (?, ?, ?)",
                     [(job_id, input_index, payload) for input_index, payload in results],
                 )
+                inserted = connection.total_changes - before  # a result stored before counts once
             connection.execute(
                 "UPDATE jobs SET done = done + ?, running = ?, failed = ? WHERE job_id = ?",
-                (len(results), running, failed, job_id),
+                (inserted, running, failed, job_id),
             )
             if final is not None:
                 status, error_index, error = final
@@ -385,7 +359,7 @@ class JobStore:
                 )
                 connection.execute("DELETE FROM inputs WHERE job_id = ?", (job_id,))
 
-    def finish(self, job_id: str, status: str, error_index: int | None = None, error: dict | None = None) -> None:
+    def finish(self, job_id: str, status: str, error_index: int | None = None, error: ErrorInfo | None = None) -> None:
         """End a job that is not finished yet (a job that already ended keeps its status)."""
         with self._write() as connection:
             row = connection.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
@@ -548,91 +522,10 @@ class JobStore:
         return job_ids
 
 
-def _error_dict(error: BaseException) -> dict:
+def _error_dict(error: BaseException) -> ErrorInfo:
     return error_info(error, 0)
 
 
-def _pickle_error(error: dict | None) -> bytes | None:
-    return None if error is None else pickle.dumps(error, pickle.HIGHEST_PROTOCOL)
-
-
-class JobWriter:
-    """Buffers a running job's logs, results and counts and commits them from a thread of its
-    own every FLUSH_SECONDS, so the runner's event loop never waits on the disk (unless more than
-    MAX_BUFFERED_BYTES of results are waiting)."""
-
-    def __init__(self, path: Path, job_id: str, flush_seconds: float = FLUSH_SECONDS) -> None:
-        self.path = path
-        self.job_id = job_id
-        self.flush_seconds = flush_seconds
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
-        self._wake = threading.Event()
-        self._logs: list[tuple] = []
-        self._results: list[tuple[int, bytes]] = []
-        self._buffered_bytes = 0
-        self._running = 0
-        self._failed = 0
-        self._final: tuple | None = None
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name=f"burla-job-writer-{job_id}", daemon=True)
-        self._thread.start()
-
-    def add_logs(self, entries: Iterable[tuple]) -> None:
-        """entries: (input_index, stream, text); stamped with the time they arrive."""
-        now = time.time()
-        with self._lock:
-            self._logs.extend((input_index, stream, text, now) for input_index, stream, text in entries)
-
-    def add_result(self, input_index: int, payload: bytes) -> None:
-        with self._lock:
-            self._raise_failure()
-            self._results.append((input_index, payload))
-            self._buffered_bytes += len(payload)
-            while self._buffered_bytes > MAX_BUFFERED_BYTES and self._thread.is_alive():
-                self._wake.set()
-                self._drained.wait(0.5)
-                self._raise_failure()
-
-    def set_progress(self, running: int, failed: int) -> None:
-        self._running, self._failed = running, failed
-
-    def finish(self, status: str, error_index: int | None = None, error: dict | None = None, timeout: float = 120.0) -> None:
-        """Write what is buffered and the job's end in one commit; raises if the writer failed."""
-        with self._lock:
-            self._final = (status, error_index, error)
-        self._wake.set()
-        self._thread.join(timeout)
-        with self._lock:
-            self._raise_failure()
-        if self._thread.is_alive():
-            raise TimeoutError(f"the job store did not take job {self.job_id}'s last results within {timeout:.0f}s")
-
-    def _raise_failure(self) -> None:
-        if self._failure is not None:
-            raise BurlaError(f"could not write job {self.job_id} to {self.path}: {self._failure}") from self._failure
-
-    def _loop(self) -> None:
-        store = None
-        try:
-            store = JobStore(self.path)
-            while True:
-                self._wake.wait(self.flush_seconds)
-                self._wake.clear()
-                with self._lock:
-                    logs, self._logs = self._logs, []
-                    results, self._results = self._results, []
-                    final = self._final
-                store.write_batch(self.job_id, logs, results, self._running, self._failed, final)
-                with self._lock:
-                    self._buffered_bytes -= sum(len(payload) for _, payload in results)
-                    self._drained.notify_all()
-                if final is not None:
-                    return
-        except BaseException as error:  # reported to the runner by add_result / finish
-            with self._lock:
-                self._failure = error
-                self._drained.notify_all()
-        finally:
-            if store is not None:
-                store.close()
+def _pickle_error(error: ErrorInfo | None) -> bytes | None:
+    """Errors are stored as their wire dict (plain data), not as a pickled class instance."""
+    return None if error is None else pickle.dumps(error.to_wire(), pickle.HIGHEST_PROTOCOL)

@@ -219,6 +219,8 @@ def test_signature_matches_documented_api():
         ("detach", False),
         ("generator", False),
         ("spinner", True),
+        ("region", None),  # Burla 1.7
+        ("disk_gb", None),
     ]
     parameters = list(inspect.signature(burla.remote_parallel_map).parameters.values())
     got = [(p.name, p.default) for p in parameters[: len(documented)]]

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from burla import JobCanceled, NodeDisconnected, UnpicklableInput, remote_parallel_map
-from burla_core.jobstore import CANCELED, DONE, FAILED, RUNNING, JobStore, RunnerLost, process_alive
+from burla_core.jobstore import CANCELED, DONE, FAILED, RUNNING, JobStore, RunnerLost
+from burla_core.processes import process_alive
 
 WAIT_SECONDS = 30.0
 
