@@ -2,49 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
 import subprocess
-import sys
 
 from burla_core.errors import ContainerEngineMissing, NoCompatibleNodes
-from burla_core.gpus import detect_gpus, matching
+from burla_core.gpus import matching
+from burla_core.machine import cpu_count, this_machine_gpus, usable_ram_gb
 from burla_core.interfaces import Provisioner
 from burla_core.types import NodeInfo, ResourceRequest
-
-GIB = 2**30
-RESERVED_RAM_FRACTION = 0.10  # left to the caller and the OS
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def total_ram_bytes() -> int:
-    """Physical RAM, or the cgroup's limit when the process is confined to less."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = open(limit_file).read().strip()
-        except OSError:
-            continue
-        if text.isdigit() and 0 < int(text) < total:
-            total = int(text)
-    return total
-
-
-def usable_ram_gb() -> float:
-    return total_ram_bytes() * (1 - RESERVED_RAM_FRACTION) / GIB
-
-
-@functools.lru_cache(maxsize=1)
-def this_machine_gpus():
-    return tuple(detect_gpus(os.environ.get("BURLA_NVIDIA_SMI", "nvidia-smi")))
-
 
 def container_engine() -> str | None:
     """A container engine that answers (its client alone is not enough), or None."""
@@ -92,11 +57,3 @@ class LocalProvisioner(Provisioner):
             node.address = engine
         node.slots = slots
         return [node]
-
-    def grow(self, request: ResourceRequest, nodes: list[NodeInfo]) -> list[NodeInfo]:
-        print(
-            "burla: grow=True has no effect on the local backend: this machine cannot add nodes; "
-            f"running on its {sum(n.slots for n in nodes)} slot(s).",
-            file=sys.stderr,
-        )
-        return nodes

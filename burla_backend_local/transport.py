@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 
 from burla_core.interfaces import NodeSession, Transport
+from burla_core.machine import GIB
 from burla_core.pool import WorkerPool, shared_pool
 from burla_core.types import EventSink, InputBatch, JobSpec, NodeInfo
-
-GIB = 2**30
 
 
 class LocalSession(NodeSession):

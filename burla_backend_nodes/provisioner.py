@@ -3,17 +3,16 @@ the start of every call."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
-from typing import Any
 
 from burla_core.errors import NoCompatibleNodes, NodeDisconnected, UnauthorizedError, VersionMismatch
 from burla_core.interfaces import Provisioner
-from burla_core.node.client import NODES_ENV, NodeUnreachable, loop_thread, node_client, parse_node_list, transport_settings
-from burla_core.node.jobs import NodeCapacity
+from burla_core.node.capacity import NodeCapacity
+from burla_core.node.client import NodeUnreachable, gather_blocking, node_client
 from burla_core.node.protocol import burla_version, python_version, version_mismatch
 from burla_core.types import GpuInfo, NodeInfo, ResourceRequest
+
+from .settings import NodesSettings
 
 HEALTH_SECONDS = 5.0
 
@@ -32,44 +31,34 @@ def describe_node(url: str, capacity: NodeCapacity) -> str:
 
 
 class NodesProvisioner(Provisioner):
-    def node_urls(self) -> list[str]:
-        urls = parse_node_list(self.options.get("nodes") or os.environ.get(NODES_ENV))
-        if not urls:
-            raise NoCompatibleNodes(
-                f"the nodes backend has no nodes: set {NODES_ENV}=http://host:8701,... (each running "
-                "`burla node start`) or pass backend_options={'nodes': [...]}"
-            )
-        return urls
+    def __init__(self, options: dict | None = None) -> None:
+        super().__init__(options)
+        self.settings = NodesSettings.from_options(self.options)
 
-    def health_reports(self, urls: list[str]) -> list[tuple[str, int | None, Any]]:
-        token, ca_file, _ = transport_settings(self.options)
+    def health_reports(self, urls: list[str]) -> list[tuple[str, int | None, object]]:
+        http = self.settings.http
         timeout = float(self.options.get("health_timeout") or HEALTH_SECONDS)
 
         async def ask(url: str):
             try:
-                status, answer, _ = await node_client(url, token, ca_file).call("GET", "/health", timeout=timeout)
+                status, answer, _ = await node_client(url, http.token, http.ca_file, http.ca_pem).call("GET", "/health", timeout=timeout)
             except NodeUnreachable as error:
                 return url, None, str(error)
             return url, status, answer
 
-        async def ask_all():
-            return await asyncio.gather(*(ask(url) for url in urls))
-
-        return loop_thread().run(ask_all(), timeout=timeout + 10)
+        return gather_blocking([ask(url) for url in urls], timeout=timeout + 10)
 
     def eligible_nodes(self, request: ResourceRequest) -> list[NodeInfo]:
-        urls = self.node_urls()
         unreachable: list[str] = []
         refused: list[str] = []
+        images: set[str | None] = set()
         nodes: list[NodeInfo] = []
-        for url, status, answer in self.health_reports(urls):
+        for url, status, answer in self.health_reports(self.settings.urls):
             if status is None:
                 unreachable.append(f"{url} ({answer})")
                 continue
             if status == 401:
-                raise UnauthorizedError(
-                    f"node {url} refused the token: set BURLA_NODE_TOKEN to the token its agent was started with"
-                )
+                raise UnauthorizedError(f"node {url} refused the token: use the token its agent was started with (BURLA_NODE_TOKEN)")
             if status != 200:
                 unreachable.append(f"{url} (answered {status}: {answer.get('message', answer)})")
                 continue
@@ -77,44 +66,32 @@ class NodesProvisioner(Provisioner):
             if mismatch:
                 raise VersionMismatch(f"node {url}: {mismatch}")
             capacity = capacity_from_health(answer)
+            images.add(capacity.image)
             slots = capacity.max_slots(request.func_cpu, request.func_ram, request.func_gpu)
-            if request.image is not None and capacity.image != request.image:
-                refused.append(describe_node(url, capacity))
-                continue
-            if slots < 1:
+            if (request.image is not None and capacity.image != request.image) or slots < 1:
                 refused.append(describe_node(url, capacity))
                 continue
             nodes.append(
                 NodeInfo(
-                    node_id=url,
-                    cpus=capacity.cpus,
-                    ram_gb=capacity.ram_gb,
-                    gpus=capacity.gpus,
-                    image=capacity.image,
-                    address=url,
-                    slots=slots,
+                    node_id=url, cpus=capacity.cpus, ram_gb=capacity.ram_gb, gpus=capacity.gpus,
+                    image=capacity.image, address=url, slots=slots,
                 )
             )
         if not nodes:
             if refused:
+                hint = ""
+                if request.image is not None and request.image not in images:
+                    listed = ", ".join(repr(image) for image in sorted(images, key=str))
+                    hint = (f" No node runs image {request.image!r} (the nodes run: {listed}); start an agent "
+                            f"with `burla node start --image {request.image}` inside that image.")
                 raise NoCompatibleNodes(
-                    f"no node can run func_cpu={request.func_cpu}, func_ram={request.func_ram}, "
-                    f"func_gpu={request.func_gpu}, image={request.image}: " + "; ".join(refused)
-                    + ("; and these did not answer: " + "; ".join(unreachable) if unreachable else "")
+                    f"no node can run {request.describe()}: " + "; ".join(refused)
+                    + ("; and these did not answer: " + "; ".join(unreachable) if unreachable else "") + "." + hint
                 )
             raise NodeDisconnected("none of the nodes answered: " + "; ".join(unreachable))
         if unreachable:
             print(
-                f"burla: {len(unreachable)} node(s) did not answer and are left out of this job: "
-                + "; ".join(unreachable),
+                f"burla: {len(unreachable)} node(s) did not answer and are left out of this job: " + "; ".join(unreachable),
                 file=sys.stderr,
             )
-        return nodes
-
-    def grow(self, request: ResourceRequest, nodes: list[NodeInfo]) -> list[NodeInfo]:
-        print(
-            "burla: grow=True has no effect on the nodes backend: it runs on the machines in BURLA_NODES; "
-            f"running on their {sum(n.slots for n in nodes)} slot(s).",
-            file=sys.stderr,
-        )
         return nodes

@@ -15,17 +15,16 @@ import sys
 
 import click
 
-TOKEN_ENV = "BURLA_NODE_TOKEN"
+from burla_core.errors import UnauthorizedError
+from burla_core.node.settings import TOKEN_ENV
+from burla_core.node.settings import read_token as _read_token
 
 
 def read_token(token_file: str | None) -> str | None:
-    if token_file:
-        try:
-            with open(token_file, encoding="utf-8") as handle:
-                return handle.read().strip() or None
-        except OSError as error:
-            raise click.ClickException(f"cannot read the token file {token_file}: {error.strerror}") from None
-    return (os.environ.get(TOKEN_ENV) or "").strip() or None
+    try:
+        return _read_token(token_file)
+    except UnauthorizedError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -57,7 +56,9 @@ def node() -> None:
 def start(host, port, token_file, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
           shutdown_command, job_lease, max_pending_mb, upload_hold, access_log) -> None:
     """Start the node agent and serve until stopped (SIGTERM or Ctrl-C)."""
-    from burla_core.node.agent import AgentConfig, AgentConfigError, measure_capacity, serve
+    from burla_core.node.capacity import measure_capacity
+    from burla_core.node.serve import serve
+    from burla_core.node.settings import AgentConfig, AgentConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s burla-node %(levelname)s %(message)s", stream=sys.stderr)
     token = read_token(token_file)
@@ -100,7 +101,7 @@ def token() -> None:
 
 
 def _client_options(nodes: str | None, token_file: str | None) -> tuple[list[str], str]:
-    from burla_backend_nodes.provisioner import parse_node_list
+    from burla_backend_nodes.settings import parse_node_list
 
     urls = parse_node_list(nodes or os.environ.get("BURLA_NODES", ""))
     if not urls:

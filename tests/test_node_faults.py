@@ -78,14 +78,14 @@ def test_sigkill_of_one_of_three_node_agents_mid_job(agents, capsys):
 
 def test_a_frozen_node_is_detected_within_ten_seconds(agents):
     """SIGSTOP: the process is there, its socket accepts, nothing answers. Default settings."""
-    from burla_core.node.client import HttpTransport
+    from burla_core.node.transport import HttpSettings, HttpTransport
     from burla_core.serialization import dumps_function, dumps_input
     from burla_core.types import InputBatch, JobSpec, NodeInfo, ResourceRequest
 
     (node,) = agents(1)
     job = JobSpec("frozen-job", dumps_function(slow_identity), "slow_identity", ResourceRequest(func_ram=1))
     events = EventSink()
-    session = HttpTransport({}).open_session(NodeInfo(node.url, 2, 4.0, address=node.url), job, 2, events)
+    session = HttpTransport(HttpSettings(token=TOKEN)).open_session(NodeInfo(node.url, 2, 4.0, address=node.url), job, 2, events)
     session.submit(InputBatch(0, [(i, dumps_input(i, i)) for i in range(2000)]))
     time.sleep(0.5)
     node.freeze()

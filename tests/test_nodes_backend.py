@@ -19,6 +19,7 @@ from burla import remote_parallel_map
 from burla_core.errors import (
     JobCanceled,
     NoCompatibleNodes,
+    NoNodes,
     NodeDisconnected,
     UnauthorizedError,
     VersionMismatch,
@@ -184,7 +185,7 @@ def test_a_wrong_token_is_refused_and_never_shown(three_nodes, use_nodes):
 def test_without_nodes_or_token_the_error_says_what_to_set(monkeypatch):
     monkeypatch.delenv("BURLA_NODES", raising=False)
     monkeypatch.setenv("BURLA_NODE_TOKEN", TOKEN)
-    with pytest.raises(NoCompatibleNodes, match="BURLA_NODES"):
+    with pytest.raises(NoNodes, match="BURLA_NODES"):
         remote_parallel_map(abs, [1], spinner=False, backend="nodes")
     monkeypatch.setenv("BURLA_NODES", "http://127.0.0.1:9")
     monkeypatch.delenv("BURLA_NODE_TOKEN")

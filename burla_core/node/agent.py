@@ -1,44 +1,41 @@
 """The node agent: the service that runs on every machine of a cluster (`burla node start`).
 
-    caller (burla_core.node.client)                 node agent (this module, one aiohttp loop)
-    ───────────────────────────────                 ──────────────────────────────────────────
-    POST /v1/jobs  {function, slots, versions} ───► AgentJob (jobs.py): a share of the slots
-    POST /v1/jobs/J/batches {batch_id, items} ────► queue ──(share batches at a time)──► WorkerPool
-         ◄── 202 / 200 duplicate / 429 when full       ▲ bytes held here are bounded      │ workers
-    GET  /v1/jobs/J/events?after=SEQ ◄══ frames ═══ event log seq 1,2,3 ◄── sink ◄──────────┘
+    caller (burla_core.node.session)                node agent (this module, one aiohttp loop)
+    ────────────────────────────────                ──────────────────────────────────────────
+    POST /v1/jobs  {function, slots, versions} ───► AgentJob (jobs.py)
+    POST /v1/jobs/J/batches {batch_id, items} ────► its queue ──admitted (capacity.py)──► submitter
+         ◄── 202 / 200 duplicate / 429 when full     ▲ bytes held here are bounded   thread ─► pool
+    GET  /v1/jobs/J/events?after=SEQ ◄══ frames ═══ event log seq 1,2,3 ◄── sink ◄── pool reader
          (hello, events, heartbeat every 1 s)
-    POST /v1/jobs/J/ack?seq=SEQ ──────────────────► drop frames the caller has
+    POST /v1/jobs/J/ack?seq=SEQ ──────────────────► drop frames the caller has; the caller's lease
     DELETE /v1/jobs/J ────────────────────────────► cancel, wait ≤ 1.5 s for calls to stop, forget
 
 Every request must carry the node's bearer token (compared in constant time); anything else gets
 401 and changes nothing. The worker pool is the same one the local backend uses, so a call runs
-the same way on a laptop and on a node. A job whose caller stopped listening for `job_lease`
-seconds is canceled, unless it was started with detach=True; with no job and no request for
-`idle_shutdown` seconds the agent runs its shutdown command and exits.
+the same way on a laptop and on a node. The loop never blocks on the pool: batches, the function
+sent to new workers and cancels go to the pool from one submitter thread (in order), waits run in
+executor threads. A job whose caller sent nothing (not even its once-a-second acknowledgement)
+for `job_lease` seconds is canceled; with no job and no request for `idle_shutdown` seconds the
+agent runs its shutdown command and exits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
-import ipaddress
 import logging
-import os
-import re
 import secrets
-import signal
-import socket
-import ssl
-import stat
 import subprocess
 import time
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ..gpus import matching
+from ..machine import GIB
 from ..pool import WorkerPool, shared_pool
-from .jobs import AgentJob, NodeCapacity, divide_node
+from .capacity import NodeSlots, measure_capacity
+from .jobs import RUNNING, STOPPED, AgentJob
 from .protocol import (
     API_PREFIX,
     FRAMES_CONTENT_TYPE,
@@ -46,70 +43,27 @@ from .protocol import (
     HEARTBEAT_SECONDS,
     HELLO,
     MAX_JOB_REQUEST_BYTES,
+    PARENT_JOB_ENV,
     MAX_REQUEST_BYTES,
     WRITE_SLICE_BYTES,
     ProtocolError,
     bearer_matches,
     burla_version,
     decode_batch,
+    decode_job_request,
     encode_frame,
-    slices,
     package_versions,
     python_version,
-    require,
+    slices,
     unpack_body,
     version_mismatch,
 )
+from .settings import AgentConfig, AgentConfigError
 
 log = logging.getLogger("burla.node")
 
-JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-HOLD_SECONDS = 5.0  # a batch upload waits this long for room before it is told 429
 STOP_WAIT_SECONDS = 1.5  # a cancel answers once calls stopped, or after this
 HOUSEKEEPING_SECONDS = 0.25
-
-
-class AgentConfigError(Exception):
-    """The agent cannot start as configured; the message says what to change."""
-
-
-@dataclass
-class AgentConfig:
-    token: str
-    host: str = "127.0.0.1"
-    port: int = 8701
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    insecure: bool = False
-    name: str = field(default_factory=socket.gethostname)
-    capacity: NodeCapacity | None = None
-    idle_shutdown: float | None = None
-    shutdown_command: str = "shutdown -h now"
-    job_lease: float = 30.0
-    max_pending_bytes: int = 1024 * 1000 * 1000
-    upload_hold_seconds: float = HOLD_SECONDS
-    access_log: bool = False
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def measure_capacity(cpus: int | None = None, ram_gb: float | None = None, image: str | None = None) -> NodeCapacity:
-    """What this machine offers; `cpus`/`ram_gb` advertise less (to keep part of it for others)."""
-    from burla_backend_local.provisioner import cpu_count, this_machine_gpus, usable_ram_gb
-
-    return NodeCapacity(
-        cpus=cpus if cpus is not None else cpu_count(),
-        ram_gb=ram_gb if ram_gb is not None else usable_ram_gb(),
-        gpus=list(this_machine_gpus()),
-        image=image,
-    )
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
@@ -129,15 +83,18 @@ class NodeAgent:
         self.config = config
         self.token = config.token
         self.capacity = config.capacity or measure_capacity()
+        self.slots = NodeSlots(self.capacity)
         self.pool = pool or shared_pool()
+        # One thread hands work to the pool, in order: the loop never waits on a pipe or a lock.
+        self.submitter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="burla-node-submit")
         self.instance_id = secrets.token_hex(8)
         self.jobs: dict[str, AgentJob] = {}
+        self.turn = 0  # round-robin position among the jobs waiting for room
         self.started = time.monotonic()
         self.last_request = time.monotonic()
         self.stopping = asyncio.Event()
         self.room: asyncio.Event | None = None
         self.shutdown_ran = False
-        self.loop: asyncio.AbstractEventLoop | None = None
 
     # --- the application -------------------------------------------------------------------
 
@@ -153,21 +110,19 @@ class NodeAgent:
         app.router.add_get(f"{p}/jobs/{{job}}/events", self.stream_events)
         app.router.add_post(f"{p}/jobs/{{job}}/ack", self.ack)
         app.router.add_post(f"{p}/jobs/{{job}}/cancel", self.cancel_job)
-        app.router.add_post(f"{p}/jobs/{{job}}/seal", self.seal_job)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
 
     async def _on_startup(self, app: web.Application) -> None:
-        self.loop = asyncio.get_running_loop()
         self.room = asyncio.Event()
         app["housekeeping"] = asyncio.create_task(self._housekeeping())
 
     async def _on_cleanup(self, app: web.Application) -> None:
         app["housekeeping"].cancel()
         for job in list(self.jobs.values()):
-            job.release()
-        self.jobs.clear()
+            await self.end_job(job, forget=True, wait=0.0)
+        self.submitter.shutdown(wait=True)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler):
@@ -186,6 +141,7 @@ class NodeAgent:
     # --- helpers ---------------------------------------------------------------------------
 
     def _job(self, request: web.Request) -> AgentJob:
+        """The job a request names; the request is the caller's sign of life (its lease)."""
         job_id = request.match_info["job"]
         job = self.jobs.get(job_id)
         if job is None:
@@ -229,30 +185,69 @@ class NodeAgent:
     def pending_bytes(self) -> int:
         return sum(job.pending_bytes for job in self.jobs.values())
 
-    def redivide(self) -> None:
-        running = [job for job in self.jobs.values() if job.state == "running"]
-        shares = divide_node(running, self.capacity)
-        for job in running:
-            job.was_idle = job.idle
-            job.set_share(shares[job.job_id])
-
-    def _wake_room(self, job: AgentJob | None = None) -> None:
+    def _wake_room(self) -> None:
         if self.room is not None:
             self.room.set()
-        if job is not None and job.idle != job.was_idle:
-            self.redivide()  # a job ran out of work: the others get its slots
+
+    def admit(self) -> None:
+        """Give the pool the next batches, one call's room at a time, taking the jobs that wait
+        in turn, for as long as one more call of the job whose turn it is fits on the node."""
+        while True:
+            waiting = [job for job in self.jobs.values() if job.wants_slot()]
+            if not waiting:
+                return
+            start = self.turn % len(waiting)
+            for offset in range(len(waiting)):
+                job = waiting[(start + offset) % len(waiting)]
+                # A nested job (started by a call that now waits for it) may always run one call:
+                # its parent's calls hold the room it would need, and would otherwise wait forever.
+                if self.slots.fits(job) or (job.parent_job is not None and job.batches_in_pool == 0):
+                    break
+            else:
+                return  # nothing waiting fits until a call ends
+            self.turn = start + offset + 1
+            self.slots.take(job)
+            batch = job.take_batch()
+            self.submitter.submit(self.pool.submit, job.pool_job, batch.batch_id, batch.items)
+
+    def _on_batches_settled(self, job: AgentJob, count: int) -> None:
+        for _ in range(count):
+            self.slots.give_back(job)
+        self._wake_room()
+        self.admit()
+
+    async def end_job(self, job: AgentJob, forget: bool, wait: float = STOP_WAIT_SECONDS) -> bool:
+        """Cancel a job (its queue dropped, its calls stopped); give its room back once the pool
+        has stopped them; with `forget`, drop it and its events. True if its calls stopped."""
+        in_pool = job.mark_canceled()
+        if forget and self.jobs.get(job.job_id) is job:
+            del self.jobs[job.job_id]
+        loop = asyncio.get_running_loop()
+        closed = asyncio.wrap_future(self.submitter.submit(self.pool.close, job.pool_job))
+        await closed
+        stopped = await loop.run_in_executor(None, self.pool.wait_closed, job.pool_job, wait)
+        if stopped and job.state != RUNNING:
+            job.state = STOPPED
+        for _ in range(in_pool):
+            self.slots.give_back(job)
+        if forget:
+            job.forget_events()
+        job.changed.set()
+        self._wake_room()
+        self.admit()
+        return stopped
 
     # --- handlers --------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
         capacity = self.capacity
-        used_cpu = sum(job.share * job.func_cpu for job in self.jobs.values() if job.state == "running")
         return web.json_response(
             {
                 "node": self.config.name,
                 "instance": self.instance_id,
                 "slots": capacity.max_slots(1, 4, None),
-                "free_cpus": max(0, capacity.cpus - used_cpu),
+                "free_cpus": self.slots.free_cpus,
+                "running_calls": self.slots.calls,
                 "cpus": capacity.cpus,
                 "ram_gb": round(capacity.ram_gb, 2),
                 "gpus": [
@@ -269,78 +264,51 @@ class NodeAgent:
 
     async def create_job(self, request: web.Request) -> web.Response:
         message = unpack_body(await self._read_body(request, MAX_JOB_REQUEST_BYTES, "job request"), "job request")
-        what = "job request"
-        job_id = require(message, "job_id", str, what)
-        if not JOB_ID_PATTERN.match(job_id):
-            raise ProtocolError("job request: 'job_id' must be 1-64 letters, digits, '_', '.' or '-'")
-        function_bytes = require(message, "function", bytes, what)
-        if not function_bytes:
-            raise ProtocolError("job request: 'function' is empty")
-        function_name = require(message, "function_name", str, what, optional=True) or "function"
-        slots = require(message, "slots", int, what)
-        func_cpu = require(message, "func_cpu", int, what)
-        func_ram = require(message, "func_ram", int, what)
-        func_gpu = require(message, "func_gpu", str, what, optional=True)
-        image = require(message, "image", str, what, optional=True)
-        caller_python = require(message, "python", str, what)
-        caller_burla = require(message, "burla", str, what)
-        detach = bool(message.get("detach", False))
-        cluster = message.get("cluster") or []
-        if not (isinstance(cluster, list) and all(isinstance(url, str) and len(url) < 512 for url in cluster)):
-            raise ProtocolError("job request: 'cluster' must be a list of node URLs")
-        if slots < 1 or func_cpu < 1 or func_ram < 1:
-            raise ProtocolError("job request: 'slots', 'func_cpu' and 'func_ram' must be >= 1")
-        mismatch = version_mismatch(caller_python, caller_burla, python_version(), burla_version())
+        job_request = decode_job_request(message)
+        mismatch = version_mismatch(job_request.python, job_request.burla, python_version(), burla_version())
         if mismatch:
             raise RequestRejected(409, "version_mismatch", mismatch)
-        if image is not None and image != self.capacity.image:
-            raise RequestRejected(
-                409, "wrong_image", f"this node runs image {self.capacity.image!r}, not {image!r}"
-            )
-        max_slots = self.capacity.max_slots(func_cpu, func_ram, func_gpu)
+        if job_request.image is not None and job_request.image != self.capacity.image:
+            raise RequestRejected(409, "wrong_image", f"this node runs image {self.capacity.image!r}, not {job_request.image!r}")
+        max_slots = self.capacity.max_slots(job_request.func_cpu, job_request.func_ram, job_request.func_gpu)
         if max_slots < 1:
             raise RequestRejected(
                 409,
                 "no_capacity",
-                f"this node cannot run func_cpu={func_cpu}, func_ram={func_ram}, func_gpu={func_gpu}: it has "
-                f"{self.capacity.cpus} CPUs, {self.capacity.ram_gb:.1f} GB RAM and "
-                f"{len(self.capacity.gpus)} GPU(s)",
+                f"this node cannot run func_cpu={job_request.func_cpu}, func_ram={job_request.func_ram}, "
+                f"func_gpu={job_request.func_gpu}: it has {self.capacity.describe()}",
             )
-        digest = hashlib.sha256(function_bytes).hexdigest()
-        existing = self.jobs.get(job_id)
+        digest = hashlib.sha256(job_request.function).hexdigest()
+        existing = self.jobs.get(job_request.job_id)
         if existing is not None:
             if existing.function_digest != digest:
-                raise RequestRejected(409, "job_exists", f"job {job_id!r} already exists on this node with another function")
+                raise RequestRejected(409, "job_exists", f"job {job_request.job_id!r} already exists on this node with another function")
             existing.last_contact = time.monotonic()
-            return web.json_response({"job_id": job_id, "slots": existing.share, "instance": self.instance_id}, status=200)
-        gpu_indices = [gpu.index for gpu in matching(self.capacity.gpus, func_gpu)] if func_gpu else []
-        job = AgentJob(
-            asyncio.get_running_loop(),
-            self.pool,
-            job_id,
-            function_bytes,
-            function_name,
-            max_slots=min(slots, max_slots),
-            func_cpu=func_cpu,
-            func_ram=func_ram,
-            func_gpu=func_gpu,
-            gpu_indices=gpu_indices,
-            detach=detach,
-            node_id=self.config.name,
-            env=self.nested_call_env(cluster),
-        )
-        job.function_digest = digest
-        job.on_progress = self._wake_room
-        self.jobs[job_id] = job
-        self.redivide()
-        log.info("job %s (%s) started: up to %d slot(s), %d now", job_id, function_name, job.max_slots, job.share)
-        return web.json_response({"job_id": job_id, "slots": job.share, "instance": self.instance_id}, status=201)
+            return web.json_response({"job_id": existing.job_id, "slots": existing.max_slots, "instance": self.instance_id}, status=200)
+        gpu_indices = [gpu.index for gpu in matching(self.capacity.gpus, job_request.func_gpu)] if job_request.func_gpu else []
+        loop = asyncio.get_running_loop()
+        job = None
 
-    def nested_call_env(self, cluster: list[str]) -> dict:
-        """What a function needs to call remote_parallel_map itself: the same nodes, the token."""
-        if not cluster:
-            return {}
-        return {"BURLA_BACKEND": "nodes", "BURLA_NODES": ",".join(cluster[:1000]), "BURLA_NODE_TOKEN": self.token}
+        def open_pool_job(sink):
+            return self.pool.open_job(
+                job_request.function,
+                1,
+                sink,
+                node_id=self.config.name,
+                env={**job_request.nested_env, PARENT_JOB_ENV: job_request.job_id},
+                ram_limit_bytes=job_request.func_ram * GIB,
+                gpu_indices=gpu_indices or None,
+            )
+
+        def sink(event: list) -> None:  # the pool's reader thread
+            job.on_pool_event(event)
+
+        pool_job = await loop.run_in_executor(self.submitter, open_pool_job, sink)
+        job = AgentJob(loop, job_request, digest, min(job_request.slots, max_slots), gpu_indices, pool_job)
+        job.on_batches_settled = self._on_batches_settled
+        self.jobs[job.job_id] = job
+        log.info("job %s (%s) started: up to %d slot(s)", job.job_id, job.function_name, job.max_slots)
+        return web.json_response({"job_id": job.job_id, "slots": job.max_slots, "instance": self.instance_id}, status=201)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         return web.json_response({"instance": self.instance_id, "jobs": [job.status() for job in self.jobs.values()]})
@@ -360,7 +328,7 @@ class NodeAgent:
         deadline = time.monotonic() + self.config.upload_hold_seconds
         while job.queue and self.pending_bytes() + (declared or 0) > self.config.max_pending_bytes:
             left = deadline - time.monotonic()
-            if left <= 0 or job.state != "running":
+            if left <= 0 or job.state != RUNNING:
                 raise RequestRejected(
                     429,
                     "busy",
@@ -377,15 +345,13 @@ class NodeAgent:
         batch_id, items, size = decode_batch(body)
         if job.is_duplicate(batch_id):
             return web.json_response({"duplicate": True, "batch_id": batch_id}, status=200)
-        if job.state != "running":
+        if job.state != RUNNING:
             raise RequestRejected(409, "job_canceled", f"job {job.job_id} was canceled; it takes no more inputs")
         repeated = job.already_pending(items)
         if repeated is not None:
             raise RequestRejected(409, "input_repeated", f"input {repeated} is already queued or running in this job")
         job.accept(batch_id, items, size)
-        if job.was_idle:
-            self.redivide()  # it has work now: divide the slots among the busy jobs again
-        job.feed()
+        self.admit()
         return web.json_response({"batch_id": batch_id, "queued_inputs": job.queued_inputs}, status=202)
 
     async def stream_events(self, request: web.Request) -> web.StreamResponse:
@@ -395,9 +361,7 @@ class NodeAgent:
         except ValueError:
             raise ProtocolError("'after' must be an integer") from None
         if after < 0 or after > job.last_seq:
-            raise RequestRejected(
-                409, "bad_after", f"after={after} is outside this job's events (0..{job.last_seq})"
-            )
+            raise RequestRejected(409, "bad_after", f"after={after} is outside this job's events (0..{job.last_seq})")
         job.ack(after)
         self._wake_room()
         generation = next(job.stream_generation)
@@ -416,18 +380,15 @@ class NodeAgent:
                 if pieces:
                     await self._write_pieces(response, pieces)
                     cursor = reached
-                    job.last_contact = time.monotonic()
                     continue
                 try:
                     await asyncio.wait_for(job.changed.wait(), HEARTBEAT_SECONDS)
                 except asyncio.TimeoutError:
                     await self._write_pieces(response, encode_frame(0, HEARTBEAT, None))
-                    job.last_contact = time.monotonic()
         except (ConnectionError, asyncio.CancelledError, OSError):
             pass  # the caller went away; it reconnects with after= and gets the rest
         finally:
             job.streams_open -= 1
-            job.last_contact = time.monotonic()
         return response
 
     @staticmethod
@@ -449,28 +410,13 @@ class NodeAgent:
 
     async def cancel_job(self, request: web.Request) -> web.Response:
         job = self._job(request)
-        job.cancel()
-        stopped = await job.wait_stopped(STOP_WAIT_SECONDS)
-        self.redivide()
-        self._wake_room()
+        stopped = await self.end_job(job, forget=False)
         # last_seq: the caller has all the output of the stopped calls once it has this event.
         return web.json_response({"job_id": job.job_id, "stopped": stopped, "last_seq": job.last_seq})
 
-    async def seal_job(self, request: web.Request) -> web.Response:
-        job = self._job(request)
-        job.sealed = True
-        return web.json_response(job.status())
-
     async def delete_job(self, request: web.Request) -> web.Response:
         job = self._job(request)
-        job.cancel()
-        stopped = await job.wait_stopped(STOP_WAIT_SECONDS)
-        if self.jobs.get(job.job_id) is job:
-            del self.jobs[job.job_id]
-        job.release()
-        job.changed.set()
-        self.redivide()
-        self._wake_room()
+        stopped = await self.end_job(job, forget=True)
         log.info("job %s ended (%d done, %d failed)", job.job_id, job.done, job.failed)
         return web.json_response({"job_id": job.job_id, "stopped": stopped})
 
@@ -481,102 +427,20 @@ class NodeAgent:
             await asyncio.sleep(HOUSEKEEPING_SECONDS)
             now = time.monotonic()
             for job in list(self.jobs.values()):
-                if job.detach or job.streams_open:
-                    continue
                 if now - job.last_contact > self.config.job_lease:
                     log.warning(
                         "job %s: its caller has not been heard from for %.0f s; canceling it", job.job_id, self.config.job_lease
                     )
-                    job.cancel()
-                    del self.jobs[job.job_id]
-                    job.release()
-                    self.redivide()
+                    await self.end_job(job, forget=True)
             idle_limit = self.config.idle_shutdown
             if idle_limit is not None and not self.jobs and now - self.last_request > idle_limit and not self.shutdown_ran:
                 self.shutdown_ran = True
                 log.warning("no job and no request for %.0f s: running the shutdown command", idle_limit)
-                try:
-                    subprocess.run(self.config.shutdown_command, shell=True, timeout=60)
-                except (subprocess.SubprocessError, OSError) as error:
-                    log.error("the shutdown command failed: %s", error)
+                await asyncio.get_running_loop().run_in_executor(None, self._run_shutdown_command)
                 self.stopping.set()
 
-
-def _close_inherited_sockets() -> None:
-    """In a forked worker: close the agent's sockets, so that a connection the agent closes is
-    really closed (a copy held by a worker would keep it open) and a restarted agent can bind
-    its port at once."""
-    try:
-        signal.set_wakeup_fd(-1)  # the agent's event loop's, about to be closed here
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    except (ValueError, OSError):
-        pass
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return
-    for fd in fds:
+    def _run_shutdown_command(self) -> None:
         try:
-            if stat.S_ISSOCK(os.fstat(fd).st_mode):
-                os.close(fd)
-        except OSError:
-            pass
-
-
-def tls_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if not cert and not key:
-        return None
-    if not (cert and key):
-        raise AgentConfigError("TLS needs both --tls-cert and --tls-key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as error:
-        raise AgentConfigError(f"cannot load the TLS certificate {cert} / key {key}: {error}") from None
-    return context
-
-
-def check_config(config: AgentConfig) -> ssl.SSLContext | None:
-    if not config.token or not config.token.strip():
-        raise AgentConfigError(
-            "the node agent refuses to start without a token: pass --token-file FILE or set BURLA_NODE_TOKEN "
-            "(make one with `burla node token`)"
-        )
-    context = tls_context(config.tls_cert, config.tls_key)
-    if context is None and not is_loopback(config.host) and not config.insecure:
-        raise AgentConfigError(
-            f"refusing to listen on {config.host} without TLS: the token and your data would cross the network "
-            "in clear text. Pass --tls-cert and --tls-key, or --insecure if the network is private and you accept that."
-        )
-    return context
-
-
-async def serve(config: AgentConfig, ready=None) -> None:
-    """Run the agent until SIGTERM/SIGINT or an idle shutdown. `ready(url)` is called once it listens."""
-    context = check_config(config)
-    agent = NodeAgent(config)
-    app = agent.make_app()
-    runner = web.AppRunner(app, access_log=log if config.access_log else None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=context, backlog=256)
-    await site.start()
-    os.register_at_fork(after_in_child=_close_inherited_sockets)
-    sockets = site._server.sockets if site._server is not None else []
-    port = sockets[0].getsockname()[1] if sockets else config.port
-    scheme = "https" if context else "http"
-    host = f"[{config.host}]" if ":" in config.host else config.host
-    url = f"{scheme}://{host}:{port}"
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, agent.stopping.set)
-    capacity = agent.capacity
-    log.info(
-        "burla node agent %s listening on %s: %d CPUs, %.1f GB RAM, %d GPU(s), image %s",
-        config.name, url, capacity.cpus, capacity.ram_gb, len(capacity.gpus), capacity.image,
-    )
-    if ready is not None:
-        ready(url)
-    try:
-        await agent.stopping.wait()
-    finally:
-        await runner.cleanup()
+            subprocess.run(self.config.shutdown_command, shell=True, timeout=60)
+        except (subprocess.SubprocessError, OSError) as error:
+            log.error("the shutdown command failed: %s", error)

@@ -1,69 +1,28 @@
-"""The caller's side of the node protocol: the `http` transport.
+"""Requests to one node agent: the caller's HTTP client for the node protocol (protocol.py).
 
-    scheduler thread                     client loop thread (one per process, asyncio + aiohttp)
-    ────────────────                     ─────────────────────────────────────────────────────
-    open_session ──────────────────────► HttpSession._run: POST /v1/jobs, then the event stream
-    submit(batch) ──call_soon_threadsafe─► unfinished[batch] ─► uploaders (2) ─POST batches─► node
-                                                        ▲ 429: wait and retry; 404: node restarted
-    EventSink ◄── RESULTS / LOGS / ERROR ◄── only inputs still unfinished ◄── frames (seq) ◄── node
-                                          acker: POST ack?seq= ──────────────────────────────► node
-    close / cancel ─────────────────────► DELETE / POST cancel ──────────────────────────────► node
-
-A session remembers every input it sent until its result or error arrives, and passes an event on
-only for an input it still holds: whatever the network does, each input reaches the scheduler
-once. A stream that drops reconnects with `after=` the last frame it has; one silent for
-STALL_SECONDS is dropped and reconnected. A node that answered nothing (no frame, not even a
-heartbeat) for `loss_seconds` is reported NODE_LOST, and the scheduler re-runs its unfinished
-inputs elsewhere. A node whose agent restarted (same address, job unknown) gets the job again and
-the unfinished inputs re-sent, so a restart costs only the calls that were running.
+One `NodeClient` per (node URL, token, CA) and process, its connections pooled, its requests made
+on the client loop (loop.py). Blocking helpers (`health`, `list_jobs`, ...) are for any other
+thread: the CLI and provisioners.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import collections
-import concurrent.futures
 import json
-import os
 import ssl
 import threading
-import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import aiohttp
-import msgpack
 
 from ..errors import InvalidArgument, ServerError, UnauthorizedError
-from ..interfaces import NodeSession, Transport
-from ..types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, EventSink, InputBatch, JobSpec, NodeInfo
-from .protocol import (
-    API_PREFIX,
-    BATCH_CONTENT_TYPE,
-    WRITE_SLICE_BYTES,
-    encode_batch,
-    slices,
-    FRAME_HEADER,
-    HELLO,
-    MAX_FRAME_BYTES,
-    MSGPACK_CONTENT_TYPE,
-    ProtocolError,
-    burla_version,
-    decode_frame_body,
-    python_version,
-)
+from .loop import LoopThread, loop_thread, on_exit_close_clients
+from .protocol import API_PREFIX, FRAME_HEADER, MAX_FRAME_BYTES, MSGPACK_CONTENT_TYPE, WRITE_SLICE_BYTES, ProtocolError, decode_frame_body, slices
 
 CONNECT_SECONDS = 3.0
 STALL_SECONDS = 3.0  # no byte on an event stream for this long: drop it and reconnect
-LOSS_SECONDS = 6.0  # no answer from a node for this long: it is lost (detected well within 10 s)
-RECONNECT_SECONDS = 0.2
-UPLOADERS_PER_SESSION = 2
-ACK_INTERVAL = 0.05
 REQUEST_SECONDS = 30.0
 LARGE_FRAME_BYTES = 1 << 20
-TOKEN_ENV = "BURLA_NODE_TOKEN"
-CA_ENV = "BURLA_NODE_CA"
-NODES_ENV = "BURLA_NODES"
 
 
 class NodeUnreachable(Exception):
@@ -74,86 +33,55 @@ class JobGone(Exception):
     """The node no longer has the job: its agent restarted, or it canceled the job."""
 
 
-class SessionFatal(Exception):
-    """The node answered, and the answer means this session cannot go on (a message says why)."""
-
-
-# --- the client event loop --------------------------------------------------------------------
-
-
-class _LoopThread:
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="burla-http-client", daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def start(self, coroutine) -> concurrent.futures.Future:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-
-
-_loop_thread: _LoopThread | None = None
 _clients: dict[tuple, "NodeClient"] = {}
-_lock = threading.Lock()
+_clients_lock = threading.Lock()
 
 
-def loop_thread() -> _LoopThread:
-    global _loop_thread
-    with _lock:
-        if _loop_thread is None:
-            _loop_thread = _LoopThread()
-        return _loop_thread
-
-
-def _forget_in_child() -> None:
-    global _loop_thread, _lock
-    _loop_thread = None
-    _clients.clear()
-    _lock = threading.Lock()
-
-
-def _close_clients() -> None:
-    if _loop_thread is None:
-        return
-    clients = list(_clients.values())
-
-    async def close_all() -> None:
-        for client in clients:
-            await client.aclose()
-
-    try:
-        _loop_thread.run(close_all(), timeout=1.0)
-    except Exception:
-        pass
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
-atexit.register(_close_clients)
-
-
-def node_client(url: str, token: str, ca_file: str | None = None) -> "NodeClient":
+def node_client(url: str, token: str, ca_file: str | None = None, ca_pem: str | None = None) -> "NodeClient":
     """The process's client for one node (connections are pooled per node)."""
-    key = (url, token, ca_file)
+    key = (url, token, ca_file, ca_pem)
     thread = loop_thread()
-    with _lock:
+    with _clients_lock:
         client = _clients.get(key)
-        if client is None:
-            client = _clients[key] = NodeClient(url, token, ca_file, thread)
+        if client is None or client.thread is not thread:
+            client = _clients[key] = NodeClient(url, token, ca_file, ca_pem, thread)
         return client
 
 
-def ssl_context_for(url: str, ca_file: str | None) -> ssl.SSLContext | bool:
+async def _close_clients() -> None:
+    with _clients_lock:
+        clients = list(_clients.values())
+    for client in clients:
+        await client.aclose()
+
+
+on_exit_close_clients(_close_clients)
+
+
+def ssl_context_for(url: str, ca_file: str | None, ca_pem: str | None = None) -> ssl.SSLContext | bool:
+    """False for http://; for https://, the system's CAs or the given cluster CA."""
     if not url.startswith("https://"):
         return False
     try:
+        if ca_pem:
+            return ssl.create_default_context(cadata=ca_pem)
         return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    except FileNotFoundError:
+        raise InvalidArgument(f"the node CA certificate file {ca_file} does not exist; give the path of the CA that signed the nodes' certificates") from None
     except (OSError, ssl.SSLError) as error:
-        raise ServerError(f"cannot load the node CA certificate {ca_file}: {error}") from None
+        raise InvalidArgument(f"cannot load the node CA certificate {ca_file or '(from the cluster)'}: {error}") from None
 
 
-def _describe(error: BaseException) -> str:
+def parse_error_body(raw: bytes) -> dict:
+    """A node's answer as a dict: its JSON object, or the start of whatever else it sent."""
+    try:
+        answer = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"message": raw[:200].decode("utf-8", "replace")}
+    return answer if isinstance(answer, dict) else {"value": answer}
+
+
+def describe_failure(error: BaseException) -> str:
     if isinstance(error, asyncio.TimeoutError):
         return "timed out"
     if isinstance(error, aiohttp.ClientConnectorCertificateError):
@@ -169,10 +97,10 @@ def _describe(error: BaseException) -> str:
 class NodeClient:
     """Requests to one node agent, made on the client loop thread."""
 
-    def __init__(self, url: str, token: str, ca_file: str | None, thread: _LoopThread) -> None:
+    def __init__(self, url: str, token: str, ca_file: str | None, ca_pem: str | None, thread: LoopThread) -> None:
         self.url = url.rstrip("/")
         self.thread = thread
-        self.ssl = ssl_context_for(self.url, ca_file)
+        self.ssl = ssl_context_for(self.url, ca_file, ca_pem)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
 
@@ -215,20 +143,13 @@ class NodeClient:
             async with self.session().request(
                 method, self.path(suffix), data=data, headers=headers, timeout=client_timeout, params=params
             ) as response:
-                raw = await response.read()
-                try:
-                    answer = json.loads(raw) if raw else {}
-                except ValueError:
-                    answer = {"message": raw[:200].decode("utf-8", "replace")}
-                return response.status, answer if isinstance(answer, dict) else {"value": answer}, response.headers
+                return response.status, parse_error_body(await response.read()), response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            raise NodeUnreachable(_describe(error)) from None
+            raise NodeUnreachable(describe_failure(error)) from None
 
     def raise_for(self, status: int, answer: dict, what: str) -> None:
         if status == 401:
-            raise UnauthorizedError(
-                f"node {self.url} refused the token while {what}: set {TOKEN_ENV} to the token its agent was started with"
-            )
+            raise UnauthorizedError(f"node {self.url} refused the token while {what}: use the token its agent was started with")
         if status >= 400:
             raise ServerError(f"node {self.url} answered {status} while {what}: {answer.get('message', answer)}")
 
@@ -259,7 +180,9 @@ class NodeClient:
 
     # --- the event stream ------------------------------------------------------------------
 
-    async def read_frames(self, job_id: str, after: int, on_frame, on_bytes=None) -> None:
+    async def read_frames(
+        self, job_id: str, after: int, on_frame: Callable[[int, str, Any], None], on_bytes: Callable[[], None] | None = None
+    ) -> None:
         """Call `on_frame(seq, kind, data)` for every frame of the job's stream from `after`,
         until the stream ends or stays silent STALL_SECONDS. Raises JobGone on 404."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS, sock_read=STALL_SECONDS)
@@ -270,12 +193,7 @@ class NodeClient:
                 if response.status == 404:
                     raise JobGone(f"node {self.url} no longer has job {job_id}")
                 if response.status != 200:
-                    raw = await response.read()
-                    try:
-                        answer = json.loads(raw)
-                    except ValueError:
-                        answer = {"message": raw[:200].decode("utf-8", "replace")}
-                    self.raise_for(response.status, answer, "streaming events")
+                    self.raise_for(response.status, parse_error_body(await response.read()), "streaming events")
                 reader = response.content
                 header_size = FRAME_HEADER.size
                 while True:
@@ -292,7 +210,7 @@ class NodeClient:
         except asyncio.IncompleteReadError:
             return  # the stream ended (mid-frame or not): the caller reconnects with after=
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-            raise NodeUnreachable(_describe(error)) from None
+            raise NodeUnreachable(describe_failure(error)) from None
 
 
 async def _sliced(pieces: list):
@@ -300,7 +218,7 @@ async def _sliced(pieces: list):
         yield piece
 
 
-async def read_into(reader, length: int, on_bytes=None) -> bytearray:
+async def read_into(reader: aiohttp.StreamReader, length: int, on_bytes: Callable[[], None] | None = None) -> bytearray:
     """`length` bytes of a stream into one buffer (readexactly would join its pieces over and
     over); `on_bytes()` after each piece, so that a slow link still counts as a node that answers."""
     body = bytearray(length)
@@ -316,378 +234,10 @@ async def read_into(reader, length: int, on_bytes=None) -> bytearray:
     return body
 
 
-# --- the transport ---------------------------------------------------------------------------
+def gather_blocking(calls: list[Awaitable], timeout: float) -> list:
+    """Run several requests at once from a thread that is not the loop's; their results."""
 
+    async def all_of() -> list:
+        return await asyncio.gather(*calls)
 
-def parse_node_list(value: Any) -> list[str]:
-    """Node URLs from "http://a:8701,https://b:8701" or a list; "host:port" means http://host:port."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        parts = value.split(",")
-    elif isinstance(value, (list, tuple)):
-        parts = list(value)
-    else:
-        raise InvalidArgument(f"the node list must be a comma-separated string or a list of URLs, not {type(value).__name__}")
-    urls: list[str] = []
-    for part in parts:
-        url = str(part).strip().rstrip("/")
-        if not url:
-            continue
-        if "://" not in url:
-            url = "http://" + url
-        scheme = url.split("://", 1)[0].lower()
-        if scheme not in ("http", "https"):
-            raise InvalidArgument(f"node {url!r}: use an http:// or https:// URL")
-        if url not in urls:
-            urls.append(url)
-    return urls
-
-
-
-def cluster_urls(options: dict) -> list[str]:
-    """The nodes a call may use: backend_options["nodes"], else $BURLA_NODES."""
-    return parse_node_list(options.get("nodes") or os.environ.get(NODES_ENV))
-
-
-
-def transport_settings(options: dict) -> tuple[str, str | None, float]:
-    """(token, CA file, loss seconds): the token from BURLA_NODE_TOKEN or the backend option
-    `token_file` (never from backend_options itself: those are stored with detached jobs)."""
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    token_file = options.get("token_file")
-    if token_file:
-        try:
-            with open(token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except OSError as error:
-            raise UnauthorizedError(f"cannot read the node token file {token_file}: {error.strerror}") from None
-    if not token:
-        raise UnauthorizedError(
-            f"the nodes backend needs the node token: set {TOKEN_ENV} (the token the agents were started with)"
-        )
-    ca_file = options.get("ca") or os.environ.get(CA_ENV) or None
-    loss = float(options.get("loss_seconds") or os.environ.get("BURLA_NODE_LOSS_SECONDS") or LOSS_SECONDS)
-    return token, ca_file, loss
-
-
-class HttpTransport(Transport):
-    """Reaches node agents over HTTP(S); each NodeInfo's `address` is the agent's URL."""
-
-    def __init__(self, options: dict | None = None) -> None:
-        super().__init__(options)
-        self.token, self.ca_file, self.loss_seconds = transport_settings(self.options)
-        self.cluster = cluster_urls(self.options)
-
-    def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
-        client = node_client(node.address, self.token, self.ca_file)
-        return HttpSession(client, node, job, slots, events, self.loss_seconds, self.cluster)
-
-
-class HttpSession(NodeSession):
-    def __init__(
-        self,
-        client: NodeClient,
-        node: NodeInfo,
-        job: JobSpec,
-        slots: int,
-        events: EventSink,
-        loss_seconds: float,
-        cluster: list[str] | None = None,
-    ) -> None:
-        self.client = client
-        self.node_id = node.node_id
-        self.slots = slots
-        self.job = job
-        self.events = events
-        self.loss_seconds = loss_seconds
-        self.cluster = list(cluster or [node.address])
-        self.loop = client.thread.loop
-        # Everything below is touched on the client loop thread only.
-        self.batches: dict[int, dict[int, bytes]] = {}  # batch_id -> unfinished index -> payload
-        self.batch_of: dict[int, int] = {}
-        self.upload_queue: collections.deque = collections.deque()
-        self.upload_ready = asyncio.Event()
-        self.ack_wanted = asyncio.Event()
-        self.received = 0  # seq of the last event passed on
-        self.instance: str | None = None
-        self.lost = False
-        self.closing = False
-        self.stopped = False
-        self.last_heard = time.monotonic()
-        self.last_error = ""
-        self.tasks: list[asyncio.Task] = []
-        self._closed: concurrent.futures.Future | None = None
-        self._canceled: concurrent.futures.Future | None = None
-        client.thread.start(self._start())
-
-    # --- the scheduler's side (any thread) ---------------------------------------------------
-
-    def submit(self, batch: InputBatch) -> None:
-        self.loop.call_soon_threadsafe(self._on_submit, batch)
-
-    def cancel(self) -> None:
-        if self._canceled is None:
-            self._canceled = self.client.thread.start(self._cancel())
-
-    def is_stopped(self) -> bool:
-        """After cancel(): the node says the job's calls stopped, and every event up to that
-        moment (the output they wrote) has arrived."""
-        if self._canceled is None or self.lost or self.closing:
-            return True
-        if not self._canceled.done():
-            return False
-        try:
-            stopped_at = self._canceled.result()
-        except Exception:
-            return True
-        return stopped_at is None or self.received >= stopped_at
-
-    def close(self) -> None:
-        if self._closed is None:
-            self._closed = self.client.thread.start(self._close())
-
-    def wait_stopped(self, timeout: float) -> bool:
-        if self._closed is None:
-            return True
-        try:
-            return bool(self._closed.result(timeout))
-        except (concurrent.futures.TimeoutError, Exception):
-            return False
-
-    # --- the loop's side ---------------------------------------------------------------------
-
-    async def _start(self) -> None:
-        self.last_heard = time.monotonic()
-        runners = [self._stream_loop(), self._watchdog(), self._acker()]
-        runners += [self._uploader() for _ in range(UPLOADERS_PER_SESSION)]
-        self.tasks = [asyncio.create_task(runner) for runner in runners]
-
-    def _on_submit(self, batch: InputBatch) -> None:
-        if self.lost or self.closing:
-            return  # the scheduler already requeued (or no longer wants) what this node had
-        unfinished = dict(batch.items)
-        self.batches[batch.batch_id] = unfinished
-        for input_index in unfinished:
-            self.batch_of[input_index] = batch.batch_id
-        self.upload_queue.append(batch.batch_id)
-        self.upload_ready.set()
-
-    def _heard(self) -> None:
-        self.last_heard = time.monotonic()
-
-    async def _create_job(self) -> None:
-        job = self.job
-        request = msgpack.packb(
-            {
-                "job_id": job.job_id,
-                "function": job.function_bytes,
-                "function_name": job.function_name,
-                "slots": self.slots,
-                "func_cpu": job.resources.func_cpu,
-                "func_ram": job.resources.func_ram,
-                "func_gpu": job.resources.func_gpu,
-                "image": job.resources.image,
-                "python": python_version(),
-                "burla": burla_version(),
-                "detach": False,
-                "cluster": self.cluster,
-            },
-            use_bin_type=True,
-        )
-        status, answer, _ = await self.client.call("POST", "/jobs", request)
-        self._heard()
-        if status in (200, 201):
-            self.instance = answer.get("instance")
-            return
-        if status == 401:
-            raise SessionFatal(f"it refused the token (set {TOKEN_ENV} to the token its agent was started with)")
-        raise SessionFatal(f"it refused the job ({status}): {answer.get('message', answer)}")
-
-    async def _stream_loop(self) -> None:
-        created = False
-        while not self.closing and not self.lost:
-            try:
-                if not created:
-                    await self._create_job()
-                    created = True
-                await self.client.read_frames(self.job.job_id, self.received, self._on_frame, self._heard)
-            except JobGone:
-                if self.closing:
-                    return
-                created = False
-                self._restarted()
-            except NodeUnreachable as error:
-                self.last_error = str(error)
-            except (ProtocolError, ServerError, UnauthorizedError) as error:
-                self.last_error = str(error)
-            except SessionFatal as error:
-                self._report_lost(str(error))
-                return
-            except ValueError as error:  # a frame that is not msgpack: drop the stream, replay
-                self.last_error = f"a broken frame ({error})"
-            if self.closing or self.lost:
-                return
-            await asyncio.sleep(RECONNECT_SECONDS)
-
-    def _restarted(self) -> None:
-        """The node forgot the job (its agent restarted): start over there with what is unfinished."""
-        self.received = 0
-        self.instance = None
-        unfinished = [batch_id for batch_id, items in self.batches.items() if items]
-        count = sum(len(self.batches[batch_id]) for batch_id in unfinished)
-        self.upload_queue.clear()
-        self.upload_queue.extend(unfinished)
-        if count:
-            self.events.put([NOTICE, self.node_id, f"node {self.node_id} lost job {self.job.job_id} (its agent restarted?); re-sending its {count} unfinished input(s)"])
-        self.upload_ready.set()
-
-    def _on_frame(self, seq: int, kind: str, data: Any) -> None:
-        self.last_heard = time.monotonic()
-        if seq == 0:
-            if kind == HELLO and isinstance(data, dict):
-                instance = data.get("instance")
-                if self.instance is not None and instance != self.instance:
-                    raise JobGone("the agent restarted")
-            return
-        if seq <= self.received or self.lost or self.closing:
-            return  # a replay of what we have
-        if seq != self.received + 1:
-            raise ProtocolError(f"event {seq} arrived after event {self.received}")
-        self.received = seq
-        self.ack_wanted.set()
-        if kind == RESULTS:
-            kept = []
-            for entry in data:
-                if self._settle(entry[0]):
-                    kept.append(entry)
-            if kept:
-                self.events.put([RESULTS, self.node_id, kept])
-        elif kind == ERROR:
-            if self._settle(data[0]):
-                self.events.put([ERROR, self.node_id, (data[0], data[1])])
-        elif kind == LOGS:
-            self.events.put([LOGS, self.node_id, data])
-        elif kind == NOTICE:
-            self.events.put([NOTICE, self.node_id, f"node {self.node_id}: {data}"])
-
-    def _settle(self, input_index: int) -> bool:
-        """True the first time an input finishes here; False for anything this session does not
-        hold (a result seen before), so the scheduler never sees an input twice."""
-        batch_id = self.batch_of.pop(input_index, None)
-        if batch_id is None:
-            return False
-        unfinished = self.batches.get(batch_id)
-        if unfinished is not None:
-            unfinished.pop(input_index, None)
-            if not unfinished:
-                del self.batches[batch_id]
-        return True
-
-    async def _uploader(self) -> None:
-        while not self.closing and not self.lost:
-            if not self.upload_queue:
-                self.upload_ready.clear()
-                await self.upload_ready.wait()
-                continue
-            batch_id = self.upload_queue.popleft()
-            await self._upload(batch_id)
-
-    async def _upload(self, batch_id: int) -> None:
-        while not self.closing and not self.lost:
-            if self.instance is None:  # creating (or re-creating) the job: wait for it
-                await asyncio.sleep(0.02)
-                continue
-            unfinished = self.batches.get(batch_id)
-            if not unfinished:
-                return
-            instance = self.instance
-            body = encode_batch(batch_id, list(unfinished.items()))
-            try:
-                status, answer, headers = await self.client.call(
-                    "POST", f"/jobs/{self.job.job_id}/batches", body, content_type=BATCH_CONTENT_TYPE
-                )
-            except NodeUnreachable as error:
-                self.last_error = str(error)
-                await asyncio.sleep(RECONNECT_SECONDS)
-                continue
-            self._heard()
-            if status in (200, 202):
-                return
-            if status == 429:
-                await asyncio.sleep(min(float(headers.get("Retry-After", "1") or 1), 1.0))
-                continue
-            if status == 404:
-                # The agent restarted: the stream loop sees it too and re-sends what is unfinished.
-                if self.instance == instance:
-                    self.instance = None
-                return
-            if status == 409 and answer.get("error") == "job_canceled":
-                return
-            self._report_lost(f"it refused a batch of inputs ({status}): {answer.get('message', answer)}")
-            return
-
-    async def _acker(self) -> None:
-        acked = 0
-        while not self.closing and not self.lost:
-            await self.ack_wanted.wait()
-            self.ack_wanted.clear()
-            seq = self.received
-            if seq > acked and self.instance is not None:
-                try:
-                    status, _, _ = await self.client.call("POST", f"/jobs/{self.job.job_id}/ack", params={"seq": str(seq)}, timeout=5.0)
-                    if status == 200:
-                        acked = seq
-                except NodeUnreachable:
-                    pass  # the next stream's after= acknowledges too
-            await asyncio.sleep(ACK_INTERVAL)
-
-    async def _watchdog(self) -> None:
-        while not self.closing and not self.lost:
-            await asyncio.sleep(0.25)
-            silent = time.monotonic() - self.last_heard
-            if silent > self.loss_seconds:
-                detail = f" (last error: {self.last_error})" if self.last_error else ""
-                self._report_lost(f"no answer for {silent:.1f} s{detail}")
-
-    def _report_lost(self, reason: str) -> None:
-        if self.lost or self.closing:
-            return
-        self.lost = True
-        unfinished = len(self.batch_of)
-        self.events.put([NOTICE, self.node_id, f"node {self.node_id} was lost ({reason}); its {unfinished} unfinished input(s) go to the other nodes"])
-        self.events.put([NODE_LOST, self.node_id, reason])
-        for task in self.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
-        # If the node is only slow, ask it to drop the job (its lease would, later).
-        asyncio.ensure_future(self._forget_on_node(timeout=5.0))
-
-    async def _forget_on_node(self, timeout: float) -> bool:
-        try:
-            status, answer, _ = await self.client.call("DELETE", f"/jobs/{self.job.job_id}", timeout=timeout)
-        except NodeUnreachable:
-            return False
-        return status == 404 or bool(answer.get("stopped"))
-
-    async def _cancel(self) -> int | None:
-        """The seq of the node's last event once its calls stopped (None: it could not say)."""
-        try:
-            status, answer, _ = await self.client.call("POST", f"/jobs/{self.job.job_id}/cancel", timeout=5.0)
-        except NodeUnreachable:
-            return None
-        if status != 200 or not answer.get("stopped"):
-            return None
-        last_seq = answer.get("last_seq")
-        return last_seq if isinstance(last_seq, int) else None
-
-    async def _close(self) -> bool:
-        was_lost = self.lost
-        self.closing = True
-        for task in self.tasks:
-            task.cancel()
-        if was_lost:
-            return True
-        # detach=True needs nothing here: its runner process is this session's caller, and it
-        # outlives the user's; when the runner stops, the job stops on the nodes too.
-        return await self._forget_on_node(timeout=2.5)
+    return loop_thread().run(all_of(), timeout=timeout)

@@ -1,15 +1,15 @@
-"""One job on a node: its queued inputs, its share of the node's slots, and its event log.
+"""One job on a node: its queued inputs and its event log.
 
-    POST batch ──► queue (bounded by the agent) ──feed: at most `share` batches──► WorkerPool
-                                                                                      │ sink
+    POST batch ──► queue (bounded by the agent) ──take_batch (when the node admits one)──► pool
+                                                                                             │ sink
     GET events ◄── frames after `after=` ◄── log: seq 1, 2, 3, ... ◄── RESULTS/LOGS/ERROR/NOTICE
                       POST ack ──► drops frames the caller has ─┘
 
-The agent feeds the pool only `share` batches of a job at a time (one per slot), so the node's
-slots can be divided among several jobs and re-divided as jobs come and go, and a job's queued
-inputs wait here, where the agent counts their bytes for back-pressure. Events are numbered and
-kept, encoded once, until the caller acknowledges them: a stream that drops is replayed from the
-last frame the caller has, so nothing is lost and nothing is sent twice.
+The agent hands a job's batches to the pool one at a time, when the node has room for one more
+of its calls (capacity.py), so that all jobs together never run more calls than fit; a job's
+queued inputs wait here, where the agent counts their bytes for back-pressure. Events are
+numbered and kept, encoded once, until the caller acknowledges them: a stream that drops is
+replayed from the last frame the caller has, so nothing is lost and nothing is sent twice.
 
 The pool calls `on_pool_event` from its reader thread; everything else runs on the agent's event
 loop. `lock` guards what both touch.
@@ -22,102 +22,63 @@ import collections
 import itertools
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
-from ..pool import WorkerPool
-from ..types import ERROR, LOGS, RESULTS, GpuInfo
-from .protocol import encode_frame
+from ..pool import PoolJob
+from ..types import ERROR, LOGS, RESULTS
+from .protocol import JobRequest, encode_frame
 
-GIB = 2**30
-
-
-@dataclass
-class NodeCapacity:
-    """What this machine offers, as the agent measured it at start."""
-
-    cpus: int
-    ram_gb: float
-    gpus: list[GpuInfo] = field(default_factory=list)
-    image: str | None = None
-
-    def max_slots(self, func_cpu: int, func_ram: int, func_gpu: str | None) -> int:
-        """How many calls needing these resources fit on this machine at once (0: none)."""
-        from ..gpus import matching
-
-        slots = min(self.cpus // max(1, func_cpu), int(self.ram_gb // max(1, func_ram)))
-        if func_gpu is not None:
-            slots = min(slots, len(matching(self.gpus, func_gpu)))
-        return max(0, slots)
+RUNNING, CANCELED, STOPPED = "running", "canceled", "stopped"
 
 
-def divide_node(jobs: list["AgentJob"], capacity: NodeCapacity) -> dict[str, int]:
-    """Each job's share of the node. Jobs with inputs to run divide it: one slot at a time,
-    round-robin, while CPUs and RAM last and the job wants more; every such job gets at least one,
-    so a new job never waits for an old one. A job with nothing to run takes no share (it gets
-    its full size back the moment it has work, and the division is made again)."""
-    free_cpu, free_ram = capacity.cpus, capacity.ram_gb
-    busy = [job for job in jobs if not job.idle]
-    shares = {job.job_id: 0 for job in busy}
-    progressed = True
-    while progressed:
-        progressed = False
-        for job in busy:
-            if shares[job.job_id] >= job.max_slots:
-                continue
-            if free_cpu < job.func_cpu or free_ram < job.func_ram:
-                continue
-            shares[job.job_id] += 1
-            free_cpu -= job.func_cpu
-            free_ram -= job.func_ram
-            progressed = True
-    divided = {job.job_id: job.max_slots for job in jobs if job.idle}
-    divided.update({job_id: max(1, share) for job_id, share in shares.items()})
-    return divided
+@dataclass(eq=False)
+class QueuedBatch:
+    """A batch of a job on this node, from its upload until its last input settles."""
+
+    batch_id: int
+    items: list
+    size: int  # payload bytes, counted for back-pressure until the batch settles
+    unsettled: int
+    in_pool: bool = False
 
 
 class AgentJob:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        pool: WorkerPool,
-        job_id: str,
-        function_bytes: bytes,
-        function_name: str,
+        request: JobRequest,
+        function_digest: str,
         max_slots: int,
-        func_cpu: int,
-        func_ram: int,
-        func_gpu: str | None,
         gpu_indices: list[int],
-        detach: bool,
-        node_id: str,
-        env: dict | None = None,
+        pool_job: PoolJob,
     ) -> None:
         self.loop = loop
-        self.pool = pool
-        self.job_id = job_id
-        self.function_bytes = function_bytes
-        self.function_name = function_name
+        self.job_id = request.job_id
+        self.function_name = request.function_name
+        self.function_digest = function_digest
         self.max_slots = max(1, max_slots)
-        self.func_cpu = func_cpu
-        self.func_ram = func_ram
-        self.func_gpu = func_gpu
-        self.detach = detach
-        self.function_digest = ""
-        self.on_progress = None  # called on the event loop when inputs settle: room, maybe idle
-        self.was_idle = True  # as of the last division of the node's slots
+        self.func_cpu = request.func_cpu
+        self.func_ram = request.func_ram
+        self.func_gpu = request.func_gpu
+        self.gpu_indices = gpu_indices
+        self.parent_job = request.parent_job
+        self.pool_job = pool_job
+        # Called on the event loop once `count` of this job's batches left the pool (settled):
+        # the agent gives their room back and admits the next batches.
+        self.on_batches_settled: Callable[["AgentJob", int], None] | None = None
         self.created = time.time()
         self.lock = threading.Lock()
         # inputs
-        self.share = 1
-        self.queue: collections.deque = collections.deque()  # (batch_id, items)
-        self.batches: dict[int, list] = {}  # batch_id -> [unsettled inputs, bytes, in pool?]
+        self.queue: collections.deque[QueuedBatch] = collections.deque()
+        self.batches: dict[int, QueuedBatch] = {}
         self.batch_of_input: dict[int, int] = {}
         self.seen_batches: set[int] = set()
-        self.batches_in_pool = 0
+        self.batches_in_pool = 0  # each holds one worker: one call at a time
+        self._settled_in_pool = 0  # batches that left the pool since the loop last looked
         self.pending_bytes = 0
         self.submitted = self.done = self.failed = 0
-        self.sealed = False
-        self.state = "running"  # running | canceled | stopped
+        self.state = RUNNING
         # events
         self.log: collections.deque = collections.deque()  # (seq, frame pieces, size)
         self.last_seq = 0
@@ -129,16 +90,7 @@ class AgentJob:
         self.stream_generation = itertools.count(1)
         self.current_stream = 0
         self.streams_open = 0
-        self.last_contact = time.monotonic()
-        self.pool_job = pool.open_job(
-            function_bytes,
-            1,
-            self.on_pool_event,
-            node_id=node_id,
-            env=env,
-            ram_limit_bytes=func_ram * GIB,
-            gpu_indices=gpu_indices or None,
-        )
+        self.last_contact = time.monotonic()  # the caller's last request (its lease)
 
     # --- inputs (event loop) ---------------------------------------------------------------
 
@@ -155,31 +107,27 @@ class AgentJob:
 
     def accept(self, batch_id: int, items: list, size: int) -> None:
         with self.lock:
+            batch = QueuedBatch(batch_id, items, size, unsettled=len(items))
             self.seen_batches.add(batch_id)
-            self.batches[batch_id] = [len(items), size, False]
+            self.batches[batch_id] = batch
             for input_index, _ in items:
                 self.batch_of_input[input_index] = batch_id
-            self.queue.append((batch_id, items))
+            self.queue.append(batch)
             self.pending_bytes += size
             self.submitted += len(items)
 
-    def feed(self) -> None:
-        """Hand queued batches to the pool while the job has fewer than `share` there."""
-        chosen = []
-        with self.lock:
-            while self.queue and self.batches_in_pool < self.share and self.state == "running":
-                batch_id, items = self.queue.popleft()
-                self.batches[batch_id][2] = True
-                self.batches_in_pool += 1
-                chosen.append((batch_id, items))
-        # Outside our lock: the pool calls on_pool_event with its own lock held.
-        for batch_id, items in chosen:
-            self.pool.submit(self.pool_job, batch_id, items)
+    def wants_slot(self) -> bool:
+        return self.state == RUNNING and bool(self.queue) and self.batches_in_pool < self.max_slots
 
-    def set_share(self, share: int) -> None:
-        self.share = max(1, min(share, self.max_slots))
-        self.pool_job.slots = self.share
-        self.feed()
+    def take_batch(self) -> QueuedBatch:
+        """The next queued batch, now counted as in the pool (the node admitted one more call)."""
+        with self.lock:
+            batch = self.queue.popleft()
+            batch.in_pool = True
+            self.batches_in_pool += 1
+            # The pool starts workers for this job only up to the batches it holds.
+            self.pool_job.slots = max(1, self.batches_in_pool)
+            return batch
 
     @property
     def queued_inputs(self) -> int:
@@ -195,7 +143,7 @@ class AgentJob:
     def on_pool_event(self, event: list) -> None:
         kind, _, data = event
         with self.lock:
-            if self.state != "running" and kind != LOGS:
+            if self.state != RUNNING and kind != LOGS:
                 return  # canceled: only the output its calls wrote before stopping goes on
             if kind == RESULTS:
                 for input_index, _ in data:
@@ -204,6 +152,7 @@ class AgentJob:
             elif kind == ERROR:
                 self._settle(data[0])
                 self.failed += 1
+                data = (data[0], data[1].to_wire())
             self.last_seq += 1
             pieces = encode_frame(self.last_seq, kind, data)
             size = sum(len(piece) for piece in pieces)
@@ -219,20 +168,21 @@ class AgentJob:
         if batch_id is None:
             return
         batch = self.batches[batch_id]
-        batch[0] -= 1
-        if batch[0] == 0:
+        batch.unsettled -= 1
+        if batch.unsettled == 0:
             del self.batches[batch_id]
-            self.pending_bytes -= batch[1]
-            if batch[2]:
+            self.pending_bytes -= batch.size
+            if batch.in_pool:
                 self.batches_in_pool -= 1
+                self._settled_in_pool += 1
 
     def _on_wake(self) -> None:
         with self.lock:
             self._wake_pending = False
+            settled, self._settled_in_pool = self._settled_in_pool, 0
         self.changed.set()
-        self.feed()
-        if self.on_progress is not None:
-            self.on_progress(self)
+        if self.on_batches_settled is not None:
+            self.on_batches_settled(self, settled)
 
     # --- events (event loop) ---------------------------------------------------------------
 
@@ -257,26 +207,19 @@ class AgentJob:
 
     # --- ending ----------------------------------------------------------------------------
 
-    def cancel(self) -> None:
+    def mark_canceled(self) -> int:
+        """No more inputs run: drop the queue. Returns the batches still in the pool, whose room
+        the agent gives back once the pool has stopped them."""
         with self.lock:
-            if self.state != "running":
-                return
-            self.state = "canceled"
-            self.queue.clear()
-        self.pool.close(self.pool_job)  # cancels what runs; workers return to the pool
+            if self.state == RUNNING:
+                self.state = CANCELED
+                self.queue.clear()
+            in_pool, self.batches_in_pool = self.batches_in_pool, 0
+            self._settled_in_pool = 0
         self.changed.set()
+        return in_pool
 
-    async def wait_stopped(self, timeout: float) -> bool:
-        stopped = await asyncio.get_running_loop().run_in_executor(
-            None, self.pool.wait_closed, self.pool_job, timeout
-        )
-        if stopped:
-            self.state = "stopped"
-        return stopped
-
-    def release(self) -> None:
-        """The job is forgotten: let the pool take its workers back."""
-        self.cancel()
+    def forget_events(self) -> None:
         with self.lock:
             self.log.clear()
             self.log_bytes = 0
@@ -285,17 +228,12 @@ class AgentJob:
     # --- reporting -------------------------------------------------------------------------
 
     def status(self) -> dict:
-        if self.state == "running":
-            state = "done" if (self.sealed and self.idle) else "running"
-        else:
-            state = self.state
         return {
             "job_id": self.job_id,
             "function_name": self.function_name,
-            "state": state,
-            "detach": self.detach,
-            "sealed": self.sealed,
-            "slots": self.share,
+            "state": self.state,
+            "slots": self.max_slots,
+            "running": self.batches_in_pool,
             "submitted": self.submitted,
             "done": self.done,
             "failed": self.failed,

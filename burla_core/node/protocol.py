@@ -12,8 +12,9 @@ maps; small answers (health, errors, acknowledgements) are JSON so that `curl` c
     GET    /v1/jobs/{job}/events?after=SEQ     a stream of frames: every event after SEQ, then live
     POST   /v1/jobs/{job}/ack?seq=SEQ          the caller has every event up to SEQ: drop them
     POST   /v1/jobs/{job}/cancel               stop running calls, drop queued inputs
-    POST   /v1/jobs/{job}/seal                 no more inputs will come (the job can be "done")
     DELETE /v1/jobs/{job}                      cancel and forget the job; answers once it stopped
+
+A job request is a msgpack map with the fields of `JobRequest` (decode_job_request checks each).
 
 A batch body is a 4-byte big-endian length, a msgpack map {batch_id, items: [[index, size], ...]}
 of that length, then the pickled inputs themselves, back to back, `size` bytes each. Inputs travel
@@ -22,8 +23,7 @@ as they are, never copied into a msgpack document, so a 100 MB input costs one r
 A frame is a 4-byte big-endian length and a msgpack list `[seq, kind, data]`. Events of the job
 have seq 1, 2, 3, ... with the kinds of burla_core.types (results, logs, error, notice); frames
 with seq 0 carry no event: "hello" opens every stream (the agent's instance id and the last seq),
-"hb" is a heartbeat sent when nothing else was for HEARTBEAT_SECONDS, "stopped" says the job's
-calls have all stopped after a cancel.
+"hb" is a heartbeat sent when nothing else was for HEARTBEAT_SECONDS.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ from __future__ import annotations
 import hmac
 import importlib.metadata
 import platform
+import re
 import struct
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -48,7 +50,6 @@ MSGPACK_CONTENT_TYPE = "application/msgpack"
 # Frame kinds with seq 0 (not job events).
 HELLO = "hello"
 HEARTBEAT = "hb"
-STOPPED = "stopped"
 
 PACKAGES_REPORTED = ("burla-open", "cloudpickle", "msgpack", "multiprocess", "aiohttp")
 
@@ -284,3 +285,63 @@ def version_mismatch(caller_python: str, caller_burla: str, node_python: str, no
     if not problems:
         return None
     return "; ".join(problems) + ". Install the same Python feature release and burla version on both."
+
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PARENT_JOB_ENV = "BURLA_PARENT_JOB"  # set in a node's workers: a job they start names its parent
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_NESTED_ENV = 64
+
+
+@dataclass
+class JobRequest:
+    """POST /v1/jobs: a job for a node, every field checked by decode_job_request."""
+
+    job_id: str
+    function: bytes
+    function_name: str
+    slots: int
+    func_cpu: int
+    func_ram: int
+    func_gpu: str | None
+    image: str | None
+    python: str
+    burla: str
+    nested_env: dict[str, str] = field(default_factory=dict)  # for calls the function makes itself
+    parent_job: str | None = None  # set when a call of another job started this one (a nested call)
+
+
+def decode_job_request(message: dict) -> JobRequest:
+    what = "job request"
+    job_id = require(message, "job_id", str, what)
+    if not JOB_ID_PATTERN.match(job_id):
+        raise ProtocolError("job request: 'job_id' must be 1-64 letters, digits, '_', '.' or '-'")
+    function_bytes = require(message, "function", bytes, what)
+    if not function_bytes:
+        raise ProtocolError("job request: 'function' is empty")
+    request = JobRequest(
+        job_id=job_id,
+        function=function_bytes,
+        function_name=require(message, "function_name", str, what, optional=True) or "function",
+        slots=require(message, "slots", int, what),
+        func_cpu=require(message, "func_cpu", int, what),
+        func_ram=require(message, "func_ram", int, what),
+        func_gpu=require(message, "func_gpu", str, what, optional=True),
+        image=require(message, "image", str, what, optional=True),
+        python=require(message, "python", str, what),
+        burla=require(message, "burla", str, what),
+    )
+    if request.slots < 1 or request.func_cpu < 1 or request.func_ram < 1:
+        raise ProtocolError("job request: 'slots', 'func_cpu' and 'func_ram' must be >= 1")
+    nested = message.get("nested_env") or {}
+    if not isinstance(nested, dict) or len(nested) > MAX_NESTED_ENV:
+        raise ProtocolError(f"job request: 'nested_env' must be a map of at most {MAX_NESTED_ENV} variables")
+    for name, value in nested.items():
+        if not (isinstance(name, str) and ENV_NAME_PATTERN.match(name) and isinstance(value, str) and len(value) <= 65536):
+            raise ProtocolError(f"job request: 'nested_env' entry {str(name)[:40]!r} is not NAME=string")
+    request.nested_env = dict(nested)
+    parent = require(message, "parent_job", str, what, optional=True)
+    if parent is not None and not JOB_ID_PATTERN.match(parent):
+        raise ProtocolError("job request: 'parent_job' must be a job id")
+    request.parent_job = parent
+    return request

@@ -50,7 +50,6 @@ ROUTES = [
     ("GET", "/v1/jobs/some-job/events"),
     ("POST", "/v1/jobs/some-job/ack?seq=1"),
     ("POST", "/v1/jobs/some-job/cancel"),
-    ("POST", "/v1/jobs/some-job/seal"),
     ("GET", "/no/such/route"),
 ]
 

@@ -116,27 +116,31 @@ def test_uploads_are_back_pressured_when_the_node_holds_too_many_input_bytes(mak
     assert http.request("DELETE", "/v1/jobs/pressure")[0] == 200
 
 
-def test_several_jobs_divide_the_slots_of_a_node(make_agent, node_token):
+def test_several_jobs_share_a_node_never_running_more_calls_than_fit(make_agent, node_token):
     agent = make_agent("--cpus", "2")
     http = Http(agent.url, node_token)
-    assert http.create_job("first", nap, slots=2)[0] == 201
-    assert http.post_batch("first", 0, [(i, dumps((1.0,))) for i in range(6)])[0] == 202
-    assert status_of(http, "first")["slots"] == 2
-    # A second job with nothing to run yet takes no share.
-    assert http.create_job("second", nap, slots=2)[0] == 201
-    assert status_of(http, "first")["slots"] == 2
-    # With work, it gets half of the node, and runs while the first still has work queued.
-    assert http.post_batch("second", 0, [(i, dumps((0.3,))) for i in range(3)])[0] == 202
-    assert status_of(http, "first")["slots"] == 1 and status_of(http, "second")["slots"] == 1
-    frames = read_events(agent.url, node_token, "second", until=lambda f: len(result_indices(f)) >= 3, timeout=10)
-    assert sorted(result_indices(frames)) == [0, 1, 2]
-    assert status_of(http, "first")["done"] < 6, "the second job should not have waited for the first to finish"
-    # Once the second job has nothing left to run, the first gets its slots back.
-    deadline = time.monotonic() + 5
-    while status_of(http, "first")["slots"] != 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert status_of(http, "first")["slots"] == 2
-    for job_id in ("first", "second"):
+    for job_id in ("first", "second", "third"):
+        assert http.create_job(job_id, nap, slots=2)[0] == 201
+    for batch_id in range(3):
+        assert http.post_batch("third", batch_id, [(batch_id, dumps((0.6,)))])[0] == 202
+    for batch_id in range(4):  # one input per batch: each batch is one call
+        assert http.post_batch("first", batch_id, [(batch_id, dumps((0.6,)))])[0] == 202
+    time.sleep(0.2)
+    for batch_id in range(3):
+        assert http.post_batch("second", batch_id, [(batch_id, dumps((0.3,)))])[0] == 202
+    most_running = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        health = json.loads(http.request("GET", "/v1/health")[2])
+        first, second, third = (status_of(http, job_id) for job_id in ("first", "second", "third"))
+        most_running = max(most_running, health["running_calls"], first["running"] + second["running"] + third["running"])
+        if second["done"] == 3:
+            break
+        time.sleep(0.02)
+    assert second["done"] == 3, f"the second job did not finish: {second}"
+    assert first["done"] < 4, "the second job should take turns with the first, not wait for it to finish"
+    assert most_running <= 2, f"{most_running} calls ran at once on a node with room for 2"
+    for job_id in ("first", "second", "third"):
         assert http.request("DELETE", f"/v1/jobs/{job_id}")[0] == 200
 
 
@@ -144,7 +148,7 @@ def test_func_cpu_and_func_ram_decide_a_jobs_slots(make_agent, node_token):
     agent = make_agent("--cpus", "4", "--ram-gb", "8")
     http = Http(agent.url, node_token)
     assert http.create_job("wide", nap, slots=4, func_cpu=2)[0] == 201
-    assert status_of(http, "wide")["slots"] == 2
+    assert status_of(http, "wide")["slots"] == 2  # at most 2 of its calls fit in 4 CPUs
     assert http.create_job("heavy", nap, slots=4, func_ram=8)[0] == 201
     assert status_of(http, "heavy")["slots"] == 1
     status, _, body = http.create_job("too-big", nap, slots=1, func_cpu=8)
