@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from burla_core.errors import ContainerEngineMissing, NoCompatibleNodes
-from burla_core.gpus import detect_gpus, matching
+from burla_core.gpus import describe_func_gpu, detect_gpus, matching
 from burla_core.interfaces import Provisioner
 from burla_core.types import NodeInfo, ResourceRequest
 
@@ -76,8 +76,8 @@ class LocalProvisioner(Provisioner):
             if not usable:
                 found = ", ".join(f"{g.name} ({g.family or 'not a func_gpu type'})" for g in gpus) or "no NVIDIA GPU"
                 raise NoCompatibleNodes(
-                    f"func_gpu={request.func_gpu!r} asks for an {request.func_gpu} GPU, but this machine has "
-                    f"{found}. Drop func_gpu, or run on a backend that has such GPUs."
+                    f"{describe_func_gpu(request.func_gpu)} cannot run here: this machine has {found}. "
+                    "Drop func_gpu, or run on a backend that has such GPUs."
                 )
             slots = min(slots, len(usable))
             node.gpus = usable

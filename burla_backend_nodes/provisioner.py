@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from burla_core.errors import NoCompatibleNodes, NodeDisconnected, UnauthorizedError, VersionMismatch
+from burla_core.gpus import describe_func_gpu
 from burla_core.interfaces import Provisioner
 from burla_core.node.client import NODES_ENV, NodeUnreachable, loop_thread, node_client, parse_node_list, transport_settings
 from burla_core.node.jobs import NodeCapacity
@@ -97,9 +98,13 @@ class NodesProvisioner(Provisioner):
             )
         if not nodes:
             if refused:
+                asked = [f"func_cpu={request.func_cpu}", f"func_ram={request.func_ram}"]
+                if request.func_gpu is not None:
+                    asked.append(describe_func_gpu(request.func_gpu))
+                if request.image is not None:
+                    asked.append(f"image={request.image!r}")
                 raise NoCompatibleNodes(
-                    f"no node can run func_cpu={request.func_cpu}, func_ram={request.func_ram}, "
-                    f"func_gpu={request.func_gpu}, image={request.image}: " + "; ".join(refused)
+                    f"no node can run {', '.join(asked)}: " + "; ".join(refused)
                     + ("; and these did not answer: " + "; ".join(unreachable) if unreachable else "")
                 )
             raise NodeDisconnected("none of the nodes answered: " + "; ".join(unreachable))

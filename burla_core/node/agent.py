@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..gpus import matching
+from ..gpus import describe_func_gpu, matching
 from ..pool import WorkerPool, shared_pool
 from .jobs import AgentJob, NodeCapacity, divide_node
 from .protocol import (
@@ -302,7 +302,7 @@ class NodeAgent:
             raise RequestRejected(
                 409,
                 "no_capacity",
-                f"this node cannot run func_cpu={func_cpu}, func_ram={func_ram}, func_gpu={func_gpu}: it has "
+                f"this node cannot run func_cpu={func_cpu}, func_ram={func_ram}{', ' + describe_func_gpu(func_gpu) if func_gpu else ''}: it has "
                 f"{self.capacity.cpus} CPUs, {self.capacity.ram_gb:.1f} GB RAM and "
                 f"{len(self.capacity.gpus)} GPU(s)",
             )
