@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import click
 
-from .params import PORT, BurlaGroup, FiniteFloat, NodeList, NonEmpty, TokenFile
+from .params import PORT, BurlaGroup, FiniteFloat, NodeList, NonEmpty, ReadableFile, TokenFile
 
 # The names burla_core.node.client reads; spelt here too because importing that module loads
 # aiohttp, which `burla --help` should not wait for.
@@ -62,8 +62,8 @@ def node() -> None:
 @click.option("--host", type=NonEmpty(), default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; needs TLS or --insecure).")
 @click.option("--port", default=8701, show_default=True, type=PORT, help="Port to listen on (0: any free port).")
 @click.option("--token-file", "file_token", type=TokenFile(), help=f"File holding the bearer token (else ${TOKEN_ENV}).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, readable=True), help="PEM certificate: serve HTTPS (with --tls-key).")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, readable=True), help="PEM private key of --tls-cert.")
+@click.option("--tls-cert", type=ReadableFile(), help="PEM certificate: serve HTTPS (with --tls-key).")
+@click.option("--tls-key", type=ReadableFile(), help="PEM private key of --tls-cert.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address (private networks only).")
 @click.option("--name", type=NonEmpty(), default=None, help="This node's name in health and logs (default: the host name).")
 @click.option("--cpus", type=click.IntRange(min=1), default=None, help="CPUs to offer (default: all this process may use).")
@@ -163,7 +163,7 @@ def cluster_options(command: Callable) -> Callable:
     """--nodes, --token-file and --ca: which agents to ask, the token they share, and the CA
     their TLS certificates are checked against."""
     command = click.option(
-        "--ca", type=click.Path(exists=True, dir_okay=False, readable=True), envvar=CA_ENV,
+        "--ca", type=ReadableFile(), envvar=CA_ENV,
         help=f"CA certificate the nodes' TLS certificates are checked against (default: ${CA_ENV}).",
     )(command)
     command = click.option("--token-file", "file_token", type=TokenFile(), help=f"File holding the token (else ${TOKEN_ENV}).")(command)

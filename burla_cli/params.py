@@ -11,13 +11,25 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 
 from burla_core.errors import BurlaError
 
 PORT = click.IntRange(0, 65535)
+
+
+class NamesItsVariable:
+    """A parameter type whose errors say so when the value came from the option's environment
+    variable ($BURLA_NODES), not the command line: the user then knows what to fix."""
+
+    def fail(self, message: str, param: click.Parameter | None = None, ctx: click.Context | None = None) -> NoReturn:
+        if ctx is not None and param is not None and param.name and isinstance(param.envvar, str):
+            if ctx.get_parameter_source(param.name) == ParameterSource.ENVIRONMENT:
+                message = f"{message} (from ${param.envvar})"
+        super().fail(message, param, ctx)  # type: ignore[misc]
 
 
 class BurlaGroup(click.Group):
@@ -92,7 +104,14 @@ class Duration(click.ParamType):
         return float(match.group(1)) * self._UNITS[match.group(2)]
 
 
-class NodeList(click.ParamType):
+class ReadableFile(NamesItsVariable, click.Path):
+    """An existing, readable file (not a directory)."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, readable=True)
+
+
+class NodeList(NamesItsVariable, click.ParamType):
     """Comma-separated node URLs ("host:port" means http://host:port), converted to a list."""
 
     name = "urls"

@@ -387,3 +387,16 @@ def test_an_unusable_data_dir_fails_in_one_line_naming_the_variable(tmp_path, mo
     result = burla("jobs")
     assert result.exit_code == 1, result.output
     assert "BURLA_DATA_DIR" in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "variable, value, option",
+    [("BURLA_NODES", "ftp://10.0.0.5:8701", "--nodes"), ("BURLA_NODES", ",", "--nodes"), ("BURLA_NODE_CA", "/no/such/ca.pem", "--ca")],
+)
+def test_a_bad_value_from_an_environment_variable_names_the_variable(variable, value, option, monkeypatch):
+    monkeypatch.setenv("BURLA_NODES", "127.0.0.1:9")
+    monkeypatch.setenv("BURLA_NODE_TOKEN", "a-token-long-enough-0123456789")
+    monkeypatch.setenv(variable, value)
+    result = burla("node", "health")
+    assert result.exit_code == 2, result.output
+    assert option in result.output and f"${variable}" in result.output, result.output
