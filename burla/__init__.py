@@ -8,6 +8,7 @@ from burla_core import __version__
 from burla_core.api import remote_parallel_map
 from burla_core.errors import (
     BurlaError,
+    ConfigError,
     ContainerEngineMissing,
     FunctionTooBig,
     InputTooBig,
@@ -32,6 +33,7 @@ __all__ = [
     "remote_parallel_map",
     "__version__",
     "BurlaError",
+    "ConfigError",
     "ContainerEngineMissing",
     "FunctionTooBig",
     "InputTooBig",

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 
 from burla_core.errors import ContainerEngineMissing, NoCompatibleNodes
-from burla_core.gpus import matching
+from burla_core.gpus import describe_func_gpu, matching
 from burla_core.machine import cpu_count, this_machine_gpus, usable_ram_gb
 from burla_core.interfaces import Provisioner
 from burla_core.types import NodeInfo, ResourceRequest
@@ -41,8 +41,8 @@ class LocalProvisioner(Provisioner):
             if not usable:
                 found = ", ".join(f"{g.name} ({g.family or 'not a func_gpu type'})" for g in gpus) or "no NVIDIA GPU"
                 raise NoCompatibleNodes(
-                    f"func_gpu={request.func_gpu!r} asks for an {request.func_gpu} GPU, but this machine has "
-                    f"{found}. Drop func_gpu, or run on a backend that has such GPUs."
+                    f"{describe_func_gpu(request.func_gpu, request.func_gpu_name)} cannot run here: this machine has {found}. "
+                    "Drop func_gpu, or run on a backend that has such GPUs."
                 )
             slots = min(slots, len(usable))
             node.gpus = usable

@@ -61,6 +61,11 @@ def install() -> None:
 
     These permissions are the installer's; they are never granted to the cluster.
 
+    \b
+    Example:
+      gcloud config set project my-project
+      burla install
+
     Needs the gcp backend (burla_backend_gcp), which is not installed yet.
     """
     _run_gcp_command(
@@ -81,6 +86,10 @@ def login() -> None:
     remote_parallel_map then runs on that cluster. With no dashboard session in the browser,
     login fails and asks you to log into the dashboard first. Run it again (or let the token
     age past its lifetime) to refresh the token.
+
+    \b
+    Example:
+      burla login
 
     Needs the gcp backend (burla_backend_gcp), which is not installed yet.
     """

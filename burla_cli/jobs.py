@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 import pickle
-import re
 import signal
 import sys
 import time
@@ -15,10 +14,11 @@ from typing import Any
 
 import click
 
-from burla_core.errors import BurlaError
 from burla_core.jobstore import CANCELED, FAILED, JobRecord, JobStore, UnknownJob
 from burla_core.processes import process_alive
 from burla_core.serialization import render_traceback
+
+from .params import BurlaGroup, Duration, FiniteFloat
 
 FOLLOW_POLL_SECONDS = 0.2
 CANCEL_WAIT_SECONDS = 15.0
@@ -73,18 +73,12 @@ def _error_report(record: JobRecord) -> str:
     return f"input {record.error_index} raised:\n" + render_traceback(record.error).rstrip("\n")
 
 
-class _JobsGroup(click.Group):
-    """Turns the store's errors (a job deleted mid-command, a locked file) into CLI errors."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except BurlaError as error:
-            raise click.ClickException(str(error)) from None
+LIMIT = click.IntRange(min=1)
 
 
-@click.group(cls=_JobsGroup, invoke_without_command=True)
-@click.option("--limit", "-n", default=20, show_default=True, help="Show at most this many jobs.")
+# BurlaGroup: the store's errors (a job deleted mid-command, a locked file) become CLI errors.
+@click.group(cls=BurlaGroup, invoke_without_command=True)
+@click.option("--limit", "-n", default=20, show_default=True, type=LIMIT, help="Show at most this many jobs.")
 @click.option("--all", "show_all", is_flag=True, help="Show every job (overrides --limit).")
 @click.pass_context
 def jobs(ctx: click.Context, limit: int, show_all: bool) -> None:
@@ -112,10 +106,16 @@ def jobs(ctx: click.Context, limit: int, show_all: bool) -> None:
 
 
 @jobs.command(name="list")
-@click.option("--limit", "-n", default=20, show_default=True, help="Show at most this many jobs.")
+@click.option("--limit", "-n", default=20, show_default=True, type=LIMIT, help="Show at most this many jobs.")
 @click.option("--all", "show_all", is_flag=True, help="Show every job (overrides --limit).")
 def list_jobs(limit: int, show_all: bool) -> None:
-    """List jobs, newest first (the same as `burla jobs`)."""
+    """List jobs, newest first (the same as `burla jobs`).
+
+    \b
+    Examples:
+      burla jobs list -n 5
+      burla jobs list --all
+    """
     _print_jobs(None if show_all else limit)
 
 
@@ -139,7 +139,15 @@ def _print_jobs(limit: int | None) -> None:
 @jobs.command()
 @click.argument("job_id")
 def status(job_id: str) -> None:
-    """Show a job's status, progress, timings and error."""
+    """Show a job's status, progress, timings and error.
+
+    Status is one of queued, running, done, failed, canceled; a job whose runner process died
+    shows as failed.
+
+    \b
+    Example:
+      burla jobs status 1a2b3c
+    """
     store = _open_store()
     record = _find(store, job_id)
     now = time.time()
@@ -185,7 +193,13 @@ def logs(job_id: str, follow: bool, timestamps: bool) -> None:
     """Print what a job's function wrote to stdout and stderr.
 
     Output the function wrote to stdout goes to stdout, and stderr to stderr, in the order it
-    arrived. With --follow, waits for new output until the job ends, then says how it ended.
+    arrived. With --follow, waits for new output until the job ends, then says how it ended
+    (Ctrl-C stops following, not the job).
+
+    \b
+    Examples:
+      burla jobs logs 1a2b3c
+      burla jobs logs 1a2b3c --follow --timestamps
     """
     store = _open_store()
     record = _find(store, job_id)
@@ -233,6 +247,11 @@ def results(job_id: str, as_json: bool) -> None:
     Each result is printed as its repr(). With --json, prints one JSON array with one result
     per line. Fails if the job has not finished yet, or failed (showing its error), or was
     canceled.
+
+    \b
+    Examples:
+      burla jobs results 1a2b3c
+      burla jobs results 1a2b3c --json > results.json
     """
     store = _open_store()
     record = _find(store, job_id)
@@ -272,13 +291,22 @@ def results(job_id: str, as_json: bool) -> None:
 @jobs.command()
 @click.argument("job_id")
 @click.option(
-    "--timeout", default=CANCEL_WAIT_SECONDS, show_default=True, type=float, help="Seconds to wait for the job to stop."
+    "--timeout",
+    default=CANCEL_WAIT_SECONDS,
+    show_default=True,
+    type=FiniteFloat(min=0),
+    help="Seconds to wait for the job to stop.",
 )
 def cancel(job_id: str, timeout: float) -> None:
     """Stop a running job.
 
     Its running calls are stopped and its queued inputs dropped; the results and logs it has
-    already produced stay readable. Its status becomes "canceled".
+    already produced stay readable. Its status becomes "canceled". Fails if the job has
+    already ended, or is still running after --timeout seconds.
+
+    \b
+    Example:
+      burla jobs cancel 1a2b3c --timeout 30
     """
     store = _open_store()
     record = _find(store, job_id)
@@ -308,25 +336,20 @@ def cancel(job_id: str, timeout: float) -> None:
         click.echo(f"job {record.job_id} ended before it could be canceled (status: {record.status})")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-
-
-def _parse_duration(text: str) -> float:
-    match = _DURATION.match(text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 30m, 12h or 7d")
-    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-
-
 @jobs.command()
-@click.option("--older-than", metavar="DURATION", help="Only jobs that ended longer ago than this (e.g. 30m, 12h, 7d).")
+@click.option("--older-than", type=Duration(), metavar="DURATION", help="Only jobs that ended longer ago than this (e.g. 30m, 12h, 7d).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def prune(older_than: str | None, yes: bool) -> None:
+def prune(older_than: float | None, yes: bool) -> None:
     """Delete finished jobs (done, failed or canceled) with their logs and results.
 
-    Running and queued jobs are never touched.
+    Running and queued jobs are never touched. Asks for confirmation unless --yes.
+
+    \b
+    Examples:
+      burla jobs prune                      # every finished job
+      burla jobs prune --older-than 7d -y   # durations: 45s, 30m, 12h, 7d
     """
-    cutoff = time.time() - _parse_duration(older_than) if older_than else None
+    cutoff = time.time() - older_than if older_than is not None else None
     store = _open_store()
     candidates = [
         r

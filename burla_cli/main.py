@@ -10,9 +10,10 @@ from burla_core import __version__
 from .cluster import install, login
 from .jobs import jobs
 from .node_commands import node
+from .params import BurlaGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=BurlaGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="burla", message="%(prog)s %(version)s")
 def cli() -> None:
     """Burla: run any Python function over a list of inputs on many computers at once.
@@ -29,7 +30,16 @@ def cli() -> None:
     that started them stops; `burla jobs` lists them, shows their logs and results, and cancels
     them.
 
-    Run `burla COMMAND --help` for the documentation of a command.
+    \b
+    Examples:
+      burla jobs                       # detached jobs, newest first
+      burla jobs logs 1a2b3c --follow  # a job's output, until it ends
+      burla node start --port 8701     # serve jobs from this machine
+      burla node health                # are the nodes in $BURLA_NODES up?
+
+    Run `burla COMMAND --help` for the documentation of a command. Errors print
+    "Error: ..." on stderr and exit with status 1, or 2 for a usage mistake (a missing
+    argument, an option value out of range).
     """
 
 

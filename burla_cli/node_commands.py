@@ -1,7 +1,8 @@
-"""`burla node ...`: run the node agent on a machine you have, and look at the jobs it runs.
+"""`burla node ...`: run the node agent on a machine you have, and ask agents for their health
+and their jobs. `python -m burla_core.node ...` runs the same commands.
 
-The `burla` command adds this group with `cli.add_command(node)`; until then the same commands
-run as `python -m burla_core.node ...`.
+`health` and `jobs` ask every node at once and exit 0 only when every node answered; each node
+that did not gets one line on stderr saying why (see NODE_EXIT_STATUS).
 """
 
 from __future__ import annotations
@@ -12,58 +13,103 @@ import logging
 import os
 import secrets
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
 
 import click
 
-from burla_core.errors import UnauthorizedError
-from burla_core.node.settings import TOKEN_ENV
-from burla_core.node.settings import read_token as _read_token
+from .params import PORT, BurlaGroup, FiniteFloat, NodeList, NonEmpty, ReadableFile, TokenFile
+
+# The names burla_core.node.settings and burla_backend_nodes.settings read; spelt here too
+# because importing those modules loads aiohttp, which `burla --help` should not wait for.
+TOKEN_ENV = "BURLA_NODE_TOKEN"
+NODES_ENV = "BURLA_NODES"
+CA_ENV = "BURLA_NODE_CA"
+
+NODE_QUERY_SECONDS = 5.0
+
+NODE_EXIT_STATUS = f"""\b
+Exit status:
+  0  every node answered
+  1  at least one node did not answer, refused the token or answered an error
+     (each such node gets one line on stderr; the others are still printed)
+  2  a usage error: a bad option value, no nodes given, or no token
+     (pass --token-file or set ${TOKEN_ENV})"""
 
 
-def read_token(token_file: str | None) -> str | None:
-    try:
-        return _read_token(token_file)
-    except UnauthorizedError as error:
-        raise click.ClickException(str(error)) from None
+def env_token() -> str | None:
+    return (os.environ.get(TOKEN_ENV) or "").strip() or None
 
 
-@click.group()
+@click.group(cls=BurlaGroup)
 def node() -> None:
-    """Run the Burla node agent on this machine, so that callers can run jobs on it.
+    """Run the Burla node agent on your own machines, and look at the agents you run.
 
-    A cluster of your own machines is one agent per machine, all with the same token; callers
-    name them with BURLA_NODES=http(s)://host:port,... and backend="nodes". See docs/nodes.md.
+    A cluster of your own machines is one agent per machine, all started with the same token;
+    callers list them in BURLA_NODES and pass backend="nodes" (or set BURLA_BACKEND=nodes).
+
+    \b
+    Example:
+      export BURLA_NODE_TOKEN="$(burla node token)"
+      burla node start --port 8701 &
+      BURLA_NODES=127.0.0.1:8701 burla node health
+
+    See docs/nodes.md for TLS, systemd and what a node offers.
     """
 
 
 @node.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8701, show_default=True, type=int, help="Port to listen on (0: any free port).")
-@click.option("--token-file", type=click.Path(dir_okay=False), help=f"File holding the bearer token (else ${TOKEN_ENV}).")
-@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve HTTPS.")
-@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
+@click.option("--host", type=NonEmpty(), default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; needs TLS or --insecure).")
+@click.option("--port", default=8701, show_default=True, type=PORT, help="Port to listen on (0: any free port).")
+@click.option("--token-file", "file_token", type=TokenFile(), help=f"File holding the bearer token (else ${TOKEN_ENV}).")
+@click.option("--tls-cert", type=ReadableFile(), help="PEM certificate: serve HTTPS (with --tls-key).")
+@click.option("--tls-key", type=ReadableFile(), help="PEM private key of --tls-cert.")
 @click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address (private networks only).")
-@click.option("--name", default=None, help="This node's name in health and logs (default: the host name).")
+@click.option("--name", type=NonEmpty(), default=None, help="This node's name in health and logs (default: the host name).")
 @click.option("--cpus", type=click.IntRange(min=1), default=None, help="CPUs to offer (default: all this process may use).")
-@click.option("--ram-gb", type=click.FloatRange(min=0.5), default=None, help="GB of RAM to offer (default: 90% of it).")
-@click.option("--image", default=None, help="The container image this agent runs in; calls with image= must match it.")
-@click.option("--idle-shutdown", type=click.FloatRange(min=0.1), default=None, help="Seconds with no job and no request before the shutdown command runs.")
-@click.option("--shutdown-command", default="shutdown -h now", show_default=True, help="Shell command run at idle shutdown (then the agent exits).")
-@click.option("--job-lease", type=click.FloatRange(min=1), default=30.0, show_default=True, help="Seconds a job survives its caller's silence (detached jobs: forever).")
+@click.option("--ram-gb", type=FiniteFloat(min=0.5), default=None, help="GB of RAM to offer (default: 90% of it).")
+@click.option("--image", type=NonEmpty(), default=None, help="The container image this agent runs in; calls with image= must match it.")
+@click.option("--idle-shutdown", type=FiniteFloat(min=0.1), default=None, help="Seconds with no job and no request before the shutdown command runs.")
+@click.option("--shutdown-command", type=NonEmpty(), default="shutdown -h now", show_default=True, help="Shell command run at idle shutdown (then the agent exits).")
+@click.option("--job-lease", type=FiniteFloat(min=1), default=30.0, show_default=True, help="Seconds a job survives its caller's silence (detached jobs: forever).")
 @click.option("--max-pending-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="MB of queued inputs held before uploads are told to wait.")
-@click.option("--upload-hold", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Seconds an upload waits for room before it is told 429.")
+@click.option("--upload-hold", type=FiniteFloat(min=0), default=5.0, show_default=True, help="Seconds an upload waits for room before it is told 429.")
 @click.option("--access-log", is_flag=True, help="Log every request (never the token).")
-def start(host, port, token_file, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
+def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
           shutdown_command, job_lease, max_pending_mb, upload_hold, access_log) -> None:
-    """Start the node agent and serve until stopped (SIGTERM or Ctrl-C)."""
+    """Start the node agent and serve until stopped (SIGTERM or Ctrl-C).
+
+    It prints "burla node agent listening on URL" once it accepts requests, and logs to stderr.
+    It needs a token (--token-file or $BURLA_NODE_TOKEN; make one with `burla node token`), and
+    TLS (--tls-cert and --tls-key) to listen on anything but a loopback address, unless
+    --insecure.
+
+    \b
+    Examples:
+      burla node start --port 8701
+      burla node start --host 0.0.0.0 --token-file ~/.burla-node-token \\
+          --tls-cert node.pem --tls-key node-key.pem --cpus 8 --ram-gb 30
+
+    Exit status: 0 when stopped, 1 when it cannot listen or serve, 2 for a usage error (a bad
+    option value, no token, TLS files that do not load, plain HTTP on a network address).
+    """
+    from burla_core.machine import cpu_count, usable_ram_gb
     from burla_core.node.capacity import measure_capacity
     from burla_core.node.serve import serve
-    from burla_core.node.settings import AgentConfig, AgentConfigError
+    from burla_core.node.settings import AgentConfig, AgentConfigError, check_config
 
+    token = file_token or env_token()
+    if not token:
+        raise click.UsageError(
+            f"no token: pass --token-file FILE or set {TOKEN_ENV} (make one with `burla node token`)"
+        )
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert: TLS takes a certificate and its key")
+    if tls_cert and not tls_key:
+        raise click.UsageError("--tls-cert needs --tls-key: TLS takes a certificate and its key")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s burla-node %(levelname)s %(message)s", stream=sys.stderr)
-    token = read_token(token_file)
     config = AgentConfig(
-        token=token or "",
+        token=token,
         host=host,
         port=port,
         tls_cert=tls_cert,
@@ -79,8 +125,17 @@ def start(host, port, token_file, tls_cert, tls_key, insecure, name, cpus, ram_g
     )
     if name:
         config.name = name
-    if token and len(token) < 16:
+    try:
+        check_config(config)  # TLS files that do not load, plain HTTP on a network address
+    except AgentConfigError as error:
+        raise click.UsageError(str(error)) from None
+    if len(token) < 16:
         click.echo("burla node: warning: the token is shorter than 16 characters; use `burla node token`", err=True)
+    # More than the machine has is allowed (calls then share it), but rarely meant.
+    if cpus is not None and cpus > cpu_count():
+        click.echo(f"burla node: warning: --cpus {cpus} offers more CPUs than this process may use ({cpu_count()})", err=True)
+    if ram_gb is not None and ram_gb > usable_ram_gb():
+        click.echo(f"burla node: warning: --ram-gb {ram_gb:g} offers more than the {usable_ram_gb():.1f} GB usable here", err=True)
 
     def ready(url: str) -> None:
         click.echo(f"burla node agent listening on {url}")
@@ -96,59 +151,98 @@ def start(host, port, token_file, tls_cert, tls_key, insecure, name, cpus, ram_g
 
 @node.command()
 def token() -> None:
-    """Print a new random token (give the same one to every agent and every caller)."""
+    """Print a new random token (give the same one to every agent and every caller).
+
+    \b
+    Example:
+      burla node token > burla-node-token && chmod 600 burla-node-token
+      burla node start --token-file burla-node-token
+    """
     click.echo(secrets.token_urlsafe(32))
 
 
-def _client_options(nodes: str | None, token_file: str | None) -> tuple[list[str], str]:
-    from burla_backend_nodes.settings import parse_node_list
+def cluster_options(command: Callable) -> Callable:
+    """--nodes, --token-file and --ca: which agents to ask, the token they share, and the CA
+    their TLS certificates are checked against."""
+    command = click.option(
+        "--ca", type=ReadableFile(), envvar=CA_ENV,
+        help=f"CA certificate the nodes' TLS certificates are checked against (default: ${CA_ENV}).",
+    )(command)
+    command = click.option("--token-file", "file_token", type=TokenFile(), help=f"File holding the token (else ${TOKEN_ENV}).")(command)
+    return click.option(
+        "--nodes", type=NodeList(), envvar=NODES_ENV, help=f"Comma-separated node URLs (default: ${NODES_ENV})."
+    )(command)
 
-    urls = parse_node_list(nodes or os.environ.get("BURLA_NODES", ""))
-    if not urls:
-        raise click.ClickException("no nodes given: pass --nodes URL,URL or set BURLA_NODES")
-    token_value = read_token(token_file)
+
+def ask_every_node(nodes: list[str] | None, file_token: str | None, ca: str | None, ask: Callable[[Any], Any]) -> list:
+    """(url, answer, None) or (url, None, one-line reason) for each node, in the given order;
+    the nodes are asked at once, each with a deadline (NODE_QUERY_SECONDS)."""
+    from burla_core.node.client import node_client
+
+    if not nodes:
+        raise click.UsageError(f"no nodes given: pass --nodes URL,URL or set {NODES_ENV}")
+    token_value = file_token or env_token()
     if not token_value:
-        raise click.ClickException(f"no token: pass --token-file FILE or set {TOKEN_ENV}")
-    return urls, token_value
+        raise click.UsageError(f"no token: pass --token-file FILE or set {TOKEN_ENV}")
 
-
-def cluster_options(command):
-    """--nodes and --token-file: which agents to ask, and the token they share."""
-    command = click.option("--token-file", type=click.Path(dir_okay=False), help=f"File holding the token (else ${TOKEN_ENV}).")(command)
-    return click.option("--nodes", default=None, help="Comma-separated node URLs (default: $BURLA_NODES).")(command)
-
-
-@node.command()
-@cluster_options
-def health(nodes, token_file) -> None:
-    """Print each node's health: slots, CPUs, RAM, GPUs, image, versions."""
-    from burla_core.node.client import node_client
-
-    urls, token_value = _client_options(nodes, token_file)
-    for url in urls:
+    def one(url: str) -> tuple:
         try:
-            report = node_client(url, token_value).health(timeout=5)
-        except Exception as error:
-            report = {"error": str(error)}
-        click.echo(json.dumps({"url": url, **report}, indent=2))
+            return url, ask(node_client(url, token_value, ca)), None
+        except Exception as error:  # every failure of one node is reported, never raised
+            reason = " ".join(str(error).split()) or type(error).__name__
+            return url, None, reason if url in reason else f"node {url}: {reason}"
+
+    with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as executor:
+        return list(executor.map(one, nodes))
 
 
-@node.command()
+def report_failures(answers: list) -> None:
+    failures = [reason for _, _, reason in answers if reason]
+    for reason in failures:
+        click.echo(f"burla node: {reason}", err=True)
+    if failures:
+        raise click.exceptions.Exit(1)
+
+
+@node.command(epilog=NODE_EXIT_STATUS)
 @cluster_options
-def jobs(nodes, token_file) -> None:
-    """List the jobs on each node (detached ones stay until collected)."""
-    from burla_core.node.client import node_client
+def health(nodes, file_token, ca) -> None:
+    """Ask each node for its health: slots, CPUs, RAM, GPUs, image, versions, jobs.
 
-    urls, token_value = _client_options(nodes, token_file)
-    for url in urls:
-        try:
-            listed = node_client(url, token_value).list_jobs(timeout=5)
-        except Exception as error:
-            click.echo(f"{url}: {error}", err=True)
+    Prints one JSON object per node that answered (with its "url"), in the order given.
+
+    \b
+    Example:
+      BURLA_NODES=10.0.0.5:8701,10.0.0.6:8701 burla node health --token-file burla-node-token
+    """
+    answers = ask_every_node(nodes, file_token, ca, lambda client: client.health(timeout=NODE_QUERY_SECONDS))
+    for url, report, _ in answers:
+        if report is not None:
+            click.echo(json.dumps({"url": url, **report}, indent=2))
+    report_failures(answers)
+
+
+@node.command(epilog=NODE_EXIT_STATUS)
+@cluster_options
+def jobs(nodes, file_token, ca) -> None:
+    """List the jobs on each node: id, function, state and progress.
+
+    One line per job (detached ones stay until collected); a node with no job says so.
+
+    \b
+    Example:
+      burla node jobs --nodes 10.0.0.5:8701,10.0.0.6:8701
+    """
+    answers = ask_every_node(nodes, file_token, ca, lambda client: client.list_jobs(timeout=NODE_QUERY_SECONDS))
+    for url, listed, _ in answers:
+        if listed is None:
             continue
+        if not listed:
+            click.echo(f"{url}  no jobs")
         for job in listed:
             click.echo(
                 f"{url}  {job['job_id']}  {job['function_name']}  {job['state']}  "
                 f"{job['done']} done, {job['failed']} failed, {job['queued_inputs']} queued"
                 + ("  (detached)" if job["detach"] else "")
             )
+    report_failures(answers)

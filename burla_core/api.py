@@ -98,7 +98,8 @@ def prepare_job(
             f"inputs must be a list (or another iterable) of inputs; got {type(inputs).__name__} "
             f"{describe(inputs)}. Wrap a single input in a list: [x]."
         )
-    records = plugins.resolve_backend(config.selected_backend(backend))
+    choice = config.backend_choice(backend)
+    records = plugins.resolve_backend(choice.name, choice.source, choice.fix)
     function_bytes = dumps_function(function_)
     try:
         input_count = len(inputs)  # type: ignore[arg-type]  # a hint for batch sizes and the progress line

@@ -46,6 +46,11 @@ class UnknownGPU(InvalidArgument):
     """`func_gpu` names a GPU Burla does not know; the message lists the valid names."""
 
 
+class ConfigError(BurlaError, ValueError):
+    """Burla's config file, data directory or one of its environment variables is unusable; the
+    message names the file or variable and what to do."""
+
+
 class UnknownBackend(BurlaError):
     """The backend asked for is not installed; the message lists the installed ones."""
 

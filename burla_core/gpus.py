@@ -17,6 +17,13 @@ GPU_FAMILIES = {
     "H100_80G": "H100_80G",
 }
 
+# canonical family -> every func_gpu name that asks for it, the alias first ("A100", "A100_40G").
+# A ResourceRequest keeps only the family, so a message about it names all of them: never only
+# the canonical one, which the caller may not have written.
+NAMES_OF_FAMILY = {
+    family: tuple(name for name, named in GPU_FAMILIES.items() if named == family) for family in GPU_FAMILIES.values()
+}
+
 # GCP machine types (API.md facts), used by cloud provisioners.
 GCP_MACHINE_TYPES = {
     "A100_40G": "a2-highgpu-1g",
@@ -37,11 +44,26 @@ def validate_gpu_name(func_gpu: str | None) -> str | None:
     if func_gpu is None:
         return None
     if not isinstance(func_gpu, str) or func_gpu not in GPU_FAMILIES:
+        hint = ""
+        if isinstance(func_gpu, str) and func_gpu.strip().upper() in GPU_FAMILIES:
+            hint = f" (did you mean {func_gpu.strip().upper()!r}? names are upper case)"
         raise UnknownGPU(
-            f"func_gpu={func_gpu!r} is not a GPU Burla knows; use one of: {', '.join(GPU_FAMILIES)} "
-            "(or leave it None for no GPU)"
+            f"func_gpu={func_gpu!r} is not a GPU Burla knows{hint}; use one of: "
+            f"{', '.join(map(repr, GPU_FAMILIES))}, or leave it None for no GPU"
         )
     return GPU_FAMILIES[func_gpu]
+
+
+def describe_func_gpu(family: str, name: str | None = None) -> str:
+    """`func_gpu=...` as the caller wrote it, for messages about a request for `family`.
+
+    With `name` (the value the caller passed): "func_gpu='A100' (an A100_40G GPU)". Without it,
+    every name that asks for `family`: "func_gpu='A100' or 'A100_40G' (an A100_40G GPU)", so
+    that the caller's own spelling is always among them.
+    """
+    names = (name,) if name else NAMES_OF_FAMILY.get(family, (family,))
+    written = " or ".join(repr(each) for each in names)
+    return f"func_gpu={written}" + ("" if names == (family,) else f" (an {family} GPU)")
 
 
 def family_of(name: str, memory_gb: float) -> str:

@@ -79,12 +79,16 @@ def installed_backends() -> list[str]:
     return sorted(registry().provisioners)
 
 
-def resolve_backend(name: str) -> tuple[ProvisionerRecord, TransportRecord, SchedulerRecord]:
+def resolve_backend(
+    name: str, source: str = "backend=", fix: str = "pass one of them as backend=, or set BURLA_BACKEND"
+) -> tuple[ProvisionerRecord, TransportRecord, SchedulerRecord]:
+    """The records of backend `name`; an unknown one fails saying where the name came from
+    (`source`, e.g. "BURLA_BACKEND") and how to change it (`fix`), see config.backend_choice."""
     reg = registry()
     if name not in reg.provisioners:
         raise UnknownBackend(
-            f"unknown backend {name!r}; installed backends: {', '.join(sorted(reg.provisioners))}. "
-            "Pass one of them as backend=..., or set BURLA_BACKEND."
+            f"unknown backend {name!r} (from {source}); installed backends: "
+            f"{', '.join(sorted(reg.provisioners))}; {fix}"
         )
     provisioner = reg.provisioners[name]
     if provisioner.transport not in reg.transports:

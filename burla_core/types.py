@@ -84,7 +84,8 @@ class ResourceRequest:
         """The request as the caller wrote it, for error messages."""
         text = f"func_cpu={self.func_cpu}, func_ram={self.func_ram}"
         if self.func_gpu is not None:
-            text += f", func_gpu={self.func_gpu_name or self.func_gpu!r}"
+            name = self.func_gpu_name or self.func_gpu
+            text += f", func_gpu={name!r}" + ("" if name == self.func_gpu else f" (an {self.func_gpu} GPU)")
         if self.image is not None:
             text += f", image={self.image!r}"
         return text

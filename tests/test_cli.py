@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import pickle
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -83,6 +85,7 @@ COMMANDS = [
     (["node", "start"], "--token-file"),
     (["node", "health"], "slots"),
     (["node", "token"], "token"),
+    (["node", "jobs"], "Exit status"),
 ]
 
 
@@ -92,6 +95,28 @@ def test_every_command_explains_itself_with_help(command, phrase):
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Usage: burla {' '.join(command)}".rstrip()), result.output
     assert phrase in result.output, f"`burla {' '.join(command)} --help` does not mention {phrase!r}:\n{result.output}"
+
+
+def every_command(group: click.Group = cli, path: tuple = ()):
+    yield path, group
+    for name, command in getattr(group, "commands", {}).items():
+        yield from every_command(command, (*path, name))
+
+
+@pytest.mark.parametrize("path, command", list(every_command()), ids=lambda value: " ".join(value) if isinstance(value, tuple) else "")
+def test_every_command_and_group_has_a_description_an_example_and_documented_options(path, command):
+    text = burla(*path, "--help").output
+    assert (command.help or "").strip(), f"`burla {' '.join(path)}` has no description"
+    assert "Example" in text, f"`burla {' '.join(path)} --help` shows no example:\n{text}"
+    for option in command.params:
+        if isinstance(option, click.Option) and option.name != "help":
+            assert option.help, f"`burla {' '.join(path)}` option {option.opts[0]} has no help text"
+
+
+def test_node_health_and_jobs_document_their_exit_status():
+    for command in ("health", "jobs"):
+        text = burla("node", command, "--help").output
+        assert "Exit status" in text and "0  every node answered" in text and "1  at least one node" in text, text
 
 
 def test_version():
@@ -253,3 +278,125 @@ def test_prune_deletes_finished_jobs_only(store):
     assert burla("jobs", "results", done_job).exit_code != 0
     assert burla("jobs", "status", failed_job).exit_code != 0
     assert "No finished jobs" in burla("jobs", "prune", "--yes").output
+
+
+@pytest.mark.parametrize("limit", ["0", "-1"])
+def test_jobs_limit_below_one_is_a_usage_error_not_an_empty_list(store, limit):
+    make_job(store, "some_function", results=[1])
+    for command in (["jobs"], ["jobs", "list"]):
+        result = burla(*command, "-n", limit)
+        assert result.exit_code == 2, f"`burla {' '.join(command)} -n {limit}` exited {result.exit_code}:\n{result.output}"
+        assert "No jobs yet" not in result.output
+        assert "--limit" in result.output and "x>=1" in result.output, result.output
+    assert "some_function" in burla("jobs", "-n", "1").output
+
+
+def test_jobs_prune_older_than_zero_deletes_every_finished_job(store):
+    make_job(store, "finished", results=[1])
+    result = burla("jobs", "prune", "--older-than", "0s", "--yes")
+    assert result.exit_code == 0 and "Deleted 1 job(s)" in result.output, result.output
+
+
+@pytest.fixture
+def agent_must_not_start(monkeypatch):
+    """`burla node start` with a value it cannot use must stop before serving: if the check is
+    missing, the test fails at once instead of serving forever."""
+    from burla_core.node import agent
+
+    async def started(*args, **kwargs):
+        raise AssertionError("the agent started serving despite a value it cannot use")
+
+    monkeypatch.setattr(agent, "serve", started)
+    monkeypatch.setenv("BURLA_NODE_TOKEN", "a-token-long-enough-0123456789")
+
+
+BAD_OPTION_VALUES = [
+    (["node", "start", "--port", "99999"], "--port"),
+    (["node", "start", "--port", "-1"], "--port"),
+    (["node", "start", "--port", "65536"], "--port"),
+    (["node", "start", "--cpus", "0"], "--cpus"),
+    (["node", "start", "--cpus", "-2"], "--cpus"),
+    (["node", "start", "--ram-gb", "0"], "--ram-gb"),
+    (["node", "start", "--ram-gb", "-4"], "--ram-gb"),
+    (["node", "start", "--ram-gb", "nan"], "--ram-gb"),
+    (["node", "start", "--ram-gb", "inf"], "--ram-gb"),
+    (["node", "start", "--idle-shutdown", "-1"], "--idle-shutdown"),
+    (["node", "start", "--idle-shutdown", "nan"], "--idle-shutdown"),
+    (["node", "start", "--job-lease", "0"], "--job-lease"),
+    (["node", "start", "--job-lease", "-5"], "--job-lease"),
+    (["node", "start", "--job-lease", "inf"], "--job-lease"),
+    (["node", "start", "--max-pending-mb", "0"], "--max-pending-mb"),
+    (["node", "start", "--upload-hold", "-1"], "--upload-hold"),
+    (["node", "start", "--upload-hold", "nan"], "--upload-hold"),
+    (["node", "start", "--host", ""], "--host"),
+    (["node", "start", "--name", " "], "--name"),
+    (["node", "start", "--image", ""], "--image"),
+    (["node", "start", "--shutdown-command", ""], "--shutdown-command"),
+    (["node", "start", "--token-file", "{missing}"], "--token-file"),
+    (["node", "start", "--token-file", "{empty}"], "is empty"),
+    (["node", "start", "--token-file", "{dir}"], "--token-file"),
+    (["node", "start", "--tls-cert", "{missing}", "--tls-key", "{missing}"], "--tls-cert"),
+    (["node", "start", "--tls-cert", "{dir}", "--tls-key", "{dir}"], "--tls-cert"),
+    (["node", "start", "--tls-cert", "{garbage}"], "--tls-key"),
+    (["node", "start", "--tls-key", "{garbage}"], "--tls-cert"),
+    (["node", "start", "--tls-cert", "{garbage}", "--tls-key", "{garbage}"], "cannot load the TLS certificate"),
+    (["node", "start", "--host", "0.0.0.0", "--port", "0"], "without TLS"),
+    (["node", "health", "--nodes", "ftp://10.0.0.5:8701"], "http:// or https://"),
+    (["node", "health", "--nodes", " , "], "--nodes"),
+    (["node", "jobs", "--nodes", "127.0.0.1:9", "--token-file", "{empty}"], "is empty"),
+    (["node", "jobs", "--nodes", "127.0.0.1:9", "--ca", "{missing}"], "--ca"),
+    (["jobs", "cancel", "someid", "--timeout", "-1"], "--timeout"),
+    (["jobs", "cancel", "someid", "--timeout", "nan"], "--timeout"),
+    (["jobs", "prune", "--older-than", "3 weeks"], "--older-than"),
+    (["jobs", "prune", "--older-than", "-1d"], "--older-than"),
+]
+
+
+@pytest.mark.parametrize("args, named", BAD_OPTION_VALUES, ids=lambda value: " ".join(value) if isinstance(value, list) else None)
+def test_a_value_an_option_cannot_use_is_a_usage_error(args, named, tmp_path, agent_must_not_start):
+    files = {
+        "missing": tmp_path / "no-such-file",
+        "empty": tmp_path / "empty-token",
+        "dir": tmp_path,
+        "garbage": tmp_path / "garbage.pem",
+    }
+    files["empty"].write_text("  \n")
+    files["garbage"].write_text("not a PEM file\n")
+    args = [arg.format(**files) for arg in args]
+    result = burla(*args)
+    shown = " ".join(args)
+    assert result.exit_code == 2, f"`burla {shown}` exited {result.exit_code}, not 2 (usage error):\n{result.output}"
+    assert "Traceback" not in result.output and not isinstance(result.exception, AssertionError), result.output
+    assert named in result.output, f"`burla {shown}` should name {named!r}:\n{result.output}"
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads every file")
+@pytest.mark.parametrize("option", ["--token-file", "--tls-cert"])
+def test_an_unreadable_file_is_a_usage_error(option, tmp_path, agent_must_not_start):
+    unreadable = tmp_path / "unreadable"
+    unreadable.write_text("secret-token-0123456789")
+    unreadable.chmod(0)
+    result = burla("node", "start", option, str(unreadable), "--tls-key", str(unreadable))
+    assert result.exit_code == 2 and option in result.output and "not readable" in result.output, result.output
+
+
+def test_an_unusable_data_dir_fails_in_one_line_naming_the_variable(tmp_path, monkeypatch):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    monkeypatch.setenv("BURLA_DATA_DIR", str(a_file / "data"))
+    result = burla("jobs")
+    assert result.exit_code == 1, result.output
+    assert "BURLA_DATA_DIR" in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "variable, value, option",
+    [("BURLA_NODES", "ftp://10.0.0.5:8701", "--nodes"), ("BURLA_NODES", ",", "--nodes"), ("BURLA_NODE_CA", "/no/such/ca.pem", "--ca")],
+)
+def test_a_bad_value_from_an_environment_variable_names_the_variable(variable, value, option, monkeypatch):
+    monkeypatch.setenv("BURLA_NODES", "127.0.0.1:9")
+    monkeypatch.setenv("BURLA_NODE_TOKEN", "a-token-long-enough-0123456789")
+    monkeypatch.setenv(variable, value)
+    result = burla("node", "health")
+    assert result.exit_code == 2, result.output
+    assert option in result.output and f"${variable}" in result.output, result.output

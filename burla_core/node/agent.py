@@ -31,7 +31,7 @@ import time
 
 from aiohttp import web
 
-from ..gpus import matching
+from ..gpus import describe_func_gpu, matching
 from ..machine import GIB
 from ..pool import WorkerPool, shared_pool
 from .capacity import NodeSlots, measure_capacity
@@ -275,8 +275,9 @@ class NodeAgent:
             raise RequestRejected(
                 409,
                 "no_capacity",
-                f"this node cannot run func_cpu={job_request.func_cpu}, func_ram={job_request.func_ram}, "
-                f"func_gpu={job_request.func_gpu}: it has {self.capacity.describe()}",
+                f"this node cannot run func_cpu={job_request.func_cpu}, func_ram={job_request.func_ram}"
+                f"{', ' + describe_func_gpu(job_request.func_gpu) if job_request.func_gpu else ''}: it has "
+                f"{self.capacity.describe()}",
             )
         digest = hashlib.sha256(job_request.function).hexdigest()
         existing = self.jobs.get(job_request.job_id)
