@@ -301,7 +301,7 @@ def test_jobs_prune_older_than_zero_deletes_every_finished_job(store):
 def agent_must_not_start(monkeypatch):
     """`burla node start` with a value it cannot use must stop before serving: if the check is
     missing, the test fails at once instead of serving forever."""
-    from burla_core.node import agent
+    from burla_core.node import serve as agent
 
     async def started(*args, **kwargs):
         raise AssertionError("the agent started serving despite a value it cannot use")
