@@ -7,18 +7,15 @@ that did not gets one line on stderr saying why (see NODE_EXIT_STATUS).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
-import secrets
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import click
 
-from .params import PORT, BurlaGroup, FiniteFloat, NodeList, NonEmpty, ReadableFile, TokenFile
+from burla_core.node.command import env_token, start, token
+
+from .params import BurlaGroup, NodeList, ReadableFile, TokenFile
 
 # The names burla_core.node.settings and burla_backend_nodes.settings read; spelt here too
 # because importing those modules loads aiohttp, which `burla --help` should not wait for.
@@ -35,10 +32,6 @@ Exit status:
      (each such node gets one line on stderr; the others are still printed)
   2  a usage error: a bad option value, no nodes given, or no token
      (pass --token-file or set ${TOKEN_ENV})"""
-
-
-def env_token() -> str | None:
-    return (os.environ.get(TOKEN_ENV) or "").strip() or None
 
 
 @click.group(cls=BurlaGroup)
@@ -58,107 +51,8 @@ def node() -> None:
     """
 
 
-@node.command()
-@click.option("--host", type=NonEmpty(), default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface; needs TLS or --insecure).")
-@click.option("--port", default=8701, show_default=True, type=PORT, help="Port to listen on (0: any free port).")
-@click.option("--token-file", "file_token", type=TokenFile(), help=f"File holding the bearer token (else ${TOKEN_ENV}).")
-@click.option("--tls-cert", type=ReadableFile(), help="PEM certificate: serve HTTPS (with --tls-key).")
-@click.option("--tls-key", type=ReadableFile(), help="PEM private key of --tls-cert.")
-@click.option("--insecure", is_flag=True, help="Allow plain HTTP on a non-loopback address (private networks only).")
-@click.option("--name", type=NonEmpty(), default=None, help="This node's name in health and logs (default: the host name).")
-@click.option("--cpus", type=click.IntRange(min=1), default=None, help="CPUs to offer (default: all this process may use).")
-@click.option("--ram-gb", type=FiniteFloat(min=0.5), default=None, help="GB of RAM to offer (default: 90% of it).")
-@click.option("--image", type=NonEmpty(), default=None, help="The container image this agent runs in; calls with image= must match it.")
-@click.option("--idle-shutdown", type=FiniteFloat(min=0.1), default=None, help="Seconds with no job and no request before the shutdown command runs.")
-@click.option("--shutdown-command", type=NonEmpty(), default="shutdown -h now", show_default=True, help="Shell command run at idle shutdown (then the agent exits).")
-@click.option("--job-lease", type=FiniteFloat(min=1), default=30.0, show_default=True, help="Seconds a job survives its caller's silence (detached jobs: forever).")
-@click.option("--max-pending-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="MB of queued inputs held before uploads are told to wait.")
-@click.option("--upload-hold", type=FiniteFloat(min=0), default=5.0, show_default=True, help="Seconds an upload waits for room before it is told 429.")
-@click.option("--access-log", is_flag=True, help="Log every request (never the token).")
-def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
-          shutdown_command, job_lease, max_pending_mb, upload_hold, access_log) -> None:
-    """Start the node agent and serve until stopped (SIGTERM or Ctrl-C).
-
-    It prints "burla node agent listening on URL" once it accepts requests, and logs to stderr.
-    It needs a token (--token-file or $BURLA_NODE_TOKEN; make one with `burla node token`), and
-    TLS (--tls-cert and --tls-key) to listen on anything but a loopback address, unless
-    --insecure.
-
-    \b
-    Examples:
-      burla node start --port 8701
-      burla node start --host 0.0.0.0 --token-file ~/.burla-node-token \\
-          --tls-cert node.pem --tls-key node-key.pem --cpus 8 --ram-gb 30
-
-    Exit status: 0 when stopped, 1 when it cannot listen or serve, 2 for a usage error (a bad
-    option value, no token, TLS files that do not load, plain HTTP on a network address).
-    """
-    from burla_core.machine import cpu_count, usable_ram_gb
-    from burla_core.node.capacity import measure_capacity
-    from burla_core.node.serve import serve
-    from burla_core.node.settings import AgentConfig, AgentConfigError, check_config
-
-    token = file_token or env_token()
-    if not token:
-        raise click.UsageError(
-            f"no token: pass --token-file FILE or set {TOKEN_ENV} (make one with `burla node token`)"
-        )
-    if tls_key and not tls_cert:
-        raise click.UsageError("--tls-key needs --tls-cert: TLS takes a certificate and its key")
-    if tls_cert and not tls_key:
-        raise click.UsageError("--tls-cert needs --tls-key: TLS takes a certificate and its key")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s burla-node %(levelname)s %(message)s", stream=sys.stderr)
-    config = AgentConfig(
-        token=token,
-        host=host,
-        port=port,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        insecure=insecure,
-        capacity=measure_capacity(cpus, ram_gb, image),
-        idle_shutdown=idle_shutdown,
-        shutdown_command=shutdown_command,
-        job_lease=job_lease,
-        max_pending_bytes=max_pending_mb * 1000 * 1000,
-        upload_hold_seconds=upload_hold,
-        access_log=access_log,
-    )
-    if name:
-        config.name = name
-    try:
-        check_config(config)  # TLS files that do not load, plain HTTP on a network address
-    except AgentConfigError as error:
-        raise click.UsageError(str(error)) from None
-    if len(token) < 16:
-        click.echo("burla node: warning: the token is shorter than 16 characters; use `burla node token`", err=True)
-    # More than the machine has is allowed (calls then share it), but rarely meant.
-    if cpus is not None and cpus > cpu_count():
-        click.echo(f"burla node: warning: --cpus {cpus} offers more CPUs than this process may use ({cpu_count()})", err=True)
-    if ram_gb is not None and ram_gb > usable_ram_gb():
-        click.echo(f"burla node: warning: --ram-gb {ram_gb:g} offers more than the {usable_ram_gb():.1f} GB usable here", err=True)
-
-    def ready(url: str) -> None:
-        click.echo(f"burla node agent listening on {url}")
-        sys.stdout.flush()
-
-    try:
-        asyncio.run(serve(config, ready=ready))
-    except AgentConfigError as error:
-        raise click.ClickException(str(error)) from None
-    except OSError as error:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
-
-
-@node.command()
-def token() -> None:
-    """Print a new random token (give the same one to every agent and every caller).
-
-    \b
-    Example:
-      burla node token > burla-node-token && chmod 600 burla-node-token
-      burla node start --token-file burla-node-token
-    """
-    click.echo(secrets.token_urlsafe(32))
+node.add_command(start)
+node.add_command(token)
 
 
 def cluster_options(command: Callable) -> Callable:

@@ -1,6 +1,17 @@
-"""`python -m burla_core.node start ...`: the same commands as `burla node ...`."""
+"""`python -m burla_core.node start ...`: the agent's commands, without the `burla` CLI."""
 
-from burla_cli.node_commands import node
+import click
+
+from .command import start, token
+
+
+@click.group()
+def agent_commands() -> None:
+    """The Burla node agent (`burla node start` and `burla node token` are the same commands)."""
+
+
+agent_commands.add_command(start)
+agent_commands.add_command(token)
 
 if __name__ == "__main__":
-    node(prog_name="python -m burla_core.node")
+    agent_commands(prog_name="python -m burla_core.node")
