@@ -58,6 +58,7 @@ class MemoryNode:
     image: str | None = None
     delay: float = 0.0  # extra seconds per call: a slow node
     boot_seconds: float = 0.0  # for nodes booted by grow=True: how long until it joins
+    boot_failure: str | None = None  # for nodes booted by grow=True: the reason its boot fails
     inline: bool = False  # run batches in submit() itself, for overhead benchmarks
     talk_after_lost: bool = False
     handler: Callable[[Callable, tuple], Any] | None = None
@@ -182,6 +183,9 @@ class MemoryProvisioner(Provisioner):
     def _boot(self, request: ResourceRequest, membership: Membership) -> None:
         """Boot the cluster's bootable nodes one after another, each after its boot delay."""
         started = time.monotonic()
+        failures = list(self.cluster.boot_failures)
+        with self.cluster._lock:
+            membership.expect(sum(node.slots_for(request) for node in self.cluster.bootable))
         while not membership.closed:
             with self.cluster._lock:
                 node = self.cluster.bootable.popleft() if self.cluster.bootable else None
@@ -191,8 +195,13 @@ class MemoryProvisioner(Provisioner):
             time.sleep(max(0.0, started + node.boot_seconds - time.monotonic()))
             if membership.closed:
                 break
+            if node.boot_failure is not None:
+                failures.append(f"{node.node_id}: {node.boot_failure}")
+                membership.expect(-node.slots_for(request))
+                membership.status(node.node_id, "")
+                continue
             self.cluster.add_node(node)
-        membership.growth_ended(list(self.cluster.boot_failures))
+        membership.growth_ended(failures)
 
 
 class MemoryTransport(Transport):

@@ -54,6 +54,7 @@ from .types import (
 log = logging.getLogger("burla.scheduler")
 
 TICK_SECONDS = 0.1
+BATCH_SECONDS = 0.25  # a batch holds about this much of one slot's work (see NodeWork.batch_limit)
 STOP_SECONDS = 2.0  # after an error, how long the other calls get to stop (their output still arrives)
 WAIT_FOR_NODES_SECONDS = 30 * 60.0  # a job with no node and growth that never ends fails after this
 
@@ -82,6 +83,17 @@ class NodeWork:
     node: NodeInfo
     session: NodeSession
     batches: dict[int, dict[int, bytes]] = field(default_factory=dict)  # batch_id -> index -> payload
+    started_at: float = field(default_factory=time.monotonic)
+    settled: int = 0  # inputs it finished
+
+    def batch_limit(self, now: float) -> int:
+        """The most inputs one batch for this node should hold: what one of its slots finishes in
+        BATCH_SECONDS at the pace it has shown (1 before it has finished anything), so a slow or
+        new node never sits on a long batch while others run dry."""
+        if not self.settled:
+            return 1
+        per_slot_per_second = self.settled / max(now - self.started_at, 1e-3) / self.session.slots
+        return max(1, int(per_slot_per_second * BATCH_SECONDS))
 
     @property
     def slots(self) -> int:
@@ -228,14 +240,17 @@ class ScheduledJob:
         if not self.working:
             return
         total_slots = sum(work.slots for work in self.working.values()) or 1
+        if self.membership is not None and self.membership.growing:
+            total_slots += self.membership.expected_slots  # leave work for the nodes on their way
         feed = self.feed
+        now = time.monotonic()
         for per_slot in range(1, BATCHES_PER_SLOT + 1):
             for work in list(self.working.values()):
                 limit = per_slot * work.slots
                 while len(work.batches) < limit:
                     if not feed.has_more():
                         return self._source_done()
-                    items = feed.take(feed.batch_size(total_slots))
+                    items = feed.take(min(feed.batch_size(total_slots), work.batch_limit(now)))
                     if not items:
                         return self._source_done()
                     self._send(work, items)
@@ -261,6 +276,7 @@ class ScheduledJob:
         if entry is None:
             return False
         work, batch_id = entry
+        work.settled += 1
         batch = work.batches[batch_id]
         del batch[input_index]
         if not batch:

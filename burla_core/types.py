@@ -236,6 +236,7 @@ class Membership:
         self._events = events
         self._lock = threading.Lock()
         self.wanted_slots = wanted_slots  # slots the job could still use beyond its first nodes
+        self.expected_slots = 0  # slots of nodes booting for it (`expect`): batches stay small for them
         self.growing = growing
         self.closed = False
 
@@ -244,10 +245,18 @@ class Membership:
             if not self.closed:
                 self._events.put(event)
 
+    def expect(self, slots: int) -> None:
+        """`slots` more are booting for this job (negative: fewer, a boot failed): until they
+        join, the job keeps its batches small enough to leave them work."""
+        with self._lock:
+            self.expected_slots = max(0, self.expected_slots + slots)  # negative: a boot failed
+
     def join(self, node: NodeInfo) -> None:
         """`node` is ready: the job starts sending it inputs at once. `node.slots` must be > 0."""
         if node.slots < 1:
             raise ValueError(f"node {node.node_id} joined with slots={node.slots}; a joining node needs slots > 0")
+        with self._lock:
+            self.expected_slots = max(0, self.expected_slots - node.slots)
         self._put([NODE_JOINED, node.node_id, node])
 
     def leave(self, node_id: str, reason: str) -> None:
