@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from . import config, plugins
 from .console import Console
-from .errors import InvalidArgument, JobCanceled, UnpicklableResult, WorkerDied
+from .errors import InvalidArgument, JobCanceled, PackageInstallFailed, UnpicklableResult, WorkerDied
 from .gpus import validate_gpu_name
 from .interfaces import Provisioner, Scheduler, Transport
 from .serialization import describe, dumps_function, rebuild_exception
@@ -120,6 +120,18 @@ def error_from_info(input_index: int, info: dict) -> BaseException:
             "using more memory than func_ram allows.",
             input_index,
             info["how"],
+        )
+    if info.get("package_install_failed"):
+        package = f"{info['package']}=={info['version']}" if info.get("package") else "the job's packages"
+        return PackageInstallFailed(
+            f"node {info['node']} could not install {package}: {info['message']}. Make the package "
+            "available on the nodes' package index (their PIP_INDEX_URL / UV_INDEX_URL, or "
+            "backend_options={'index_url': ...}), or pass backend_options={'sync_packages': False} "
+            "to run in the nodes' own environment. The installer's last lines:\n" + (info.get("installer_output") or "(none)"),
+            info.get("package", ""),
+            info.get("version", ""),
+            info["node"],
+            info.get("installer_output", ""),
         )
     if info.get("unpicklable_result"):
         return UnpicklableResult(

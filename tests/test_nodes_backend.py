@@ -213,15 +213,16 @@ def test_resources_no_node_has_fail_with_what_the_nodes_have(three_nodes, use_no
         remote_parallel_map(abs, [1], image="python:3.11", spinner=False)
 
 
-def test_a_function_whose_module_the_node_lacks_raises_that_error_here(three_nodes, use_nodes, tmp_path, monkeypatch):
-    (tmp_path / "only_on_the_caller.py").write_text("def f(x):\n    return x\n")
+def test_a_function_from_a_module_only_the_caller_has_runs_on_the_nodes(three_nodes, use_nodes, tmp_path, monkeypatch):
+    (tmp_path / "only_on_the_caller.py").write_text("def f(x):\n    return x * 10\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_on_the_caller
 
     use_nodes(three_nodes)
-    with pytest.raises(ModuleNotFoundError, match="only_on_the_caller") as caught:
-        remote_parallel_map(only_on_the_caller.f, [1, 2], spinner=False)
-    assert caught.value.burla_input_index in (0, 1)
+    try:
+        assert remote_parallel_map(only_on_the_caller.f, [1, 2], spinner=False) == [10, 20]
+    finally:
+        del sys.modules["only_on_the_caller"]
 
 
 def sleep_long(x):

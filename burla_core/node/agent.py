@@ -38,6 +38,9 @@ from aiohttp import web
 
 from ..gpus import matching
 from ..pool import WorkerPool, shared_pool
+from .environments import DEFAULT_CACHE_BYTES, EnvironmentBuildFailed, EnvironmentCache
+from .installer import DEFAULT_INSTALL_SECONDS
+from .job_setup import JobSetup
 from .jobs import AgentJob, NodeCapacity, divide_node
 from .protocol import (
     API_PREFIX,
@@ -52,6 +55,7 @@ from .protocol import (
     bearer_matches,
     burla_version,
     decode_batch,
+    decode_job_environment,
     encode_frame,
     slices,
     package_versions,
@@ -89,6 +93,18 @@ class AgentConfig:
     max_pending_bytes: int = 1024 * 1000 * 1000
     upload_hold_seconds: float = HOLD_SECONDS
     access_log: bool = False
+    # Environment sync (job_setup.py): jobs' packages and local code, cached under env_cache_dir.
+    sync_packages: bool = True
+    env_cache_dir: str | None = None  # default: the user's cache directory, burla/node-environments
+    env_cache_bytes: int = DEFAULT_CACHE_BYTES
+    installer: str = "auto"  # auto (uv, else pip), uv or pip
+    install_timeout: float = DEFAULT_INSTALL_SECONDS
+
+
+def default_env_cache_dir() -> str:
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("burla"), "node-environments")
 
 
 def is_loopback(host: str) -> bool:
@@ -138,6 +154,13 @@ class NodeAgent:
         self.room: asyncio.Event | None = None
         self.shutdown_ran = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        try:
+            cache = EnvironmentCache(
+                config.env_cache_dir or default_env_cache_dir(), config.env_cache_bytes, config.installer, config.install_timeout
+            )
+        except (OSError, EnvironmentBuildFailed) as error:
+            raise AgentConfigError(f"cannot use the environment cache {config.env_cache_dir}: {error}") from None
+        self.setup = JobSetup(cache, self.pool, config.sync_packages, config.name)
 
     # --- the application -------------------------------------------------------------------
 
@@ -168,6 +191,7 @@ class NodeAgent:
         for job in list(self.jobs.values()):
             job.release()
         self.jobs.clear()
+        self.setup.shutdown()
 
     @web.middleware
     async def _guard(self, request: web.Request, handler):
@@ -230,7 +254,8 @@ class NodeAgent:
         return sum(job.pending_bytes for job in self.jobs.values())
 
     def redivide(self) -> None:
-        running = [job for job in self.jobs.values() if job.state == "running"]
+        # A job whose environment is still being made holds no slot yet.
+        running = [job for job in self.jobs.values() if job.state == "running" and job.started]
         shares = divide_node(running, self.capacity)
         for job in running:
             job.was_idle = job.idle
@@ -263,6 +288,7 @@ class NodeAgent:
                 "burla": burla_version(),
                 "packages": package_versions(),
                 "jobs": len(self.jobs),
+                "environments": self.setup.summary(),
                 "uptime_s": round(time.monotonic() - self.started, 1),
             }
         )
@@ -290,6 +316,7 @@ class NodeAgent:
             raise ProtocolError("job request: 'cluster' must be a list of node URLs")
         if slots < 1 or func_cpu < 1 or func_ram < 1:
             raise ProtocolError("job request: 'slots', 'func_cpu' and 'func_ram' must be >= 1")
+        environment = decode_job_environment(message)
         mismatch = version_mismatch(caller_python, caller_burla, python_version(), burla_version())
         if mismatch:
             raise RequestRejected(409, "version_mismatch", mismatch)
@@ -316,7 +343,7 @@ class NodeAgent:
         gpu_indices = [gpu.index for gpu in matching(self.capacity.gpus, func_gpu)] if func_gpu else []
         job = AgentJob(
             asyncio.get_running_loop(),
-            self.pool,
+            None,  # started by self.setup once its environment is ready
             job_id,
             function_bytes,
             function_name,
@@ -332,6 +359,7 @@ class NodeAgent:
         job.function_digest = digest
         job.on_progress = self._wake_room
         self.jobs[job_id] = job
+        self.setup.start(job, environment, on_started=self.redivide)
         self.redivide()
         log.info("job %s (%s) started: up to %d slot(s), %d now", job_id, function_name, job.max_slots, job.share)
         return web.json_response({"job_id": job_id, "slots": job.share, "instance": self.instance_id}, status=201)

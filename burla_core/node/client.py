@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 import msgpack
 
+from ..envsync.job import describe_job_environment
 from ..errors import InvalidArgument, ServerError, UnauthorizedError
 from ..interfaces import NodeSession, Transport
 from ..types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, EventSink, InputBatch, JobSpec, NodeInfo
@@ -50,6 +51,7 @@ from .protocol import (
     ProtocolError,
     burla_version,
     decode_frame_body,
+    encode_job_environment,
     python_version,
 )
 
@@ -378,10 +380,15 @@ class HttpTransport(Transport):
         super().__init__(options)
         self.token, self.ca_file, self.loss_seconds = transport_settings(self.options)
         self.cluster = cluster_urls(self.options)
+        self._environment: tuple[str, dict] | None = None  # (job id, its environment's fields)
 
     def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
+        if self._environment is None or self._environment[0] != job.job_id:
+            # Once per job, before anything is sent: a too-big local code archive fails here.
+            environment = describe_job_environment(job.function_bytes, self.options)
+            self._environment = (job.job_id, encode_job_environment(environment))
         client = node_client(node.address, self.token, self.ca_file)
-        return HttpSession(client, node, job, slots, events, self.loss_seconds, self.cluster)
+        return HttpSession(client, node, job, slots, events, self.loss_seconds, self.cluster, self._environment[1])
 
 
 class HttpSession(NodeSession):
@@ -394,8 +401,10 @@ class HttpSession(NodeSession):
         events: EventSink,
         loss_seconds: float,
         cluster: list[str] | None = None,
+        environment_fields: dict | None = None,
     ) -> None:
         self.client = client
+        self.environment_fields = environment_fields or {}
         self.node_id = node.node_id
         self.slots = slots
         self.job = job
@@ -492,6 +501,7 @@ class HttpSession(NodeSession):
                 "burla": burla_version(),
                 "detach": False,
                 "cluster": self.cluster,
+                **self.environment_fields,
             },
             use_bin_type=True,
         )

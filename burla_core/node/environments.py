@@ -38,7 +38,8 @@ try:
 except ImportError:  # Windows: no agent there, but importing must not fail
     fcntl = None  # type: ignore[assignment]
 
-from ..envsync import CodeBundle, EnvironmentDescription, PackageIndex, Requirement
+from ..envsync.description import EnvironmentDescription, PackageIndex, Requirement
+from ..envsync.localcode import CodeBundle
 from ..envsync.description import installed_requirements
 from .installer import DEFAULT_INSTALL_SECONDS, InstallError, find_installer, install
 

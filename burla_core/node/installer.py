@@ -24,7 +24,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from ..envsync import PackageIndex, Requirement
+from ..envsync.description import PackageIndex, Requirement
 
 INSTALLER_CHOICES = ("auto", "uv", "pip")
 OUTPUT_LINES_KEPT = 30

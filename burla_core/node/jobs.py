@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..pool import WorkerPool
-from ..types import ERROR, LOGS, RESULTS, GpuInfo
+from ..types import ERROR, LOGS, NOTICE, RESULTS, GpuInfo
 from .protocol import encode_frame
 
 GIB = 2**30
@@ -79,7 +79,7 @@ class AgentJob:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        pool: WorkerPool,
+        pool: WorkerPool | None,
         job_id: str,
         function_bytes: bytes,
         function_name: str,
@@ -130,15 +130,50 @@ class AgentJob:
         self.current_stream = 0
         self.streams_open = 0
         self.last_contact = time.monotonic()
+        self.node_id = node_id
+        self.env = dict(env or {})
+        self.gpu_indices = gpu_indices
+        self.setup_failure: dict | None = None  # why its environment could not be made
+        self.on_release = None  # called once when the job is forgotten (its environment's leases)
+        self.pool_job = None
+        if pool is not None:
+            self.start(pool)
+
+    def start(self, pool: WorkerPool, worker_env: dict | None = None) -> None:
+        """Its environment is ready: calls can run, in `pool`'s workers."""
+        self.pool = pool
         self.pool_job = pool.open_job(
-            function_bytes,
-            1,
+            self.function_bytes,
+            self.share,
             self.on_pool_event,
-            node_id=node_id,
-            env=env,
-            ram_limit_bytes=func_ram * GIB,
-            gpu_indices=gpu_indices or None,
+            node_id=self.node_id,
+            env={**self.env, **(worker_env or {})},
+            ram_limit_bytes=self.func_ram * GIB,
+            gpu_indices=self.gpu_indices or None,
         )
+        self.feed()
+
+    @property
+    def started(self) -> bool:
+        return self.pool_job is not None
+
+    def notice(self, text: str) -> None:
+        """A line for the caller's console (any thread)."""
+        self.on_pool_event([NOTICE, self.node_id, text])
+
+    def fail_setup(self, info: dict) -> None:
+        """Its environment could not be made: the job fails with `info` on its first input
+        (now, or when one arrives), before any input runs here."""
+        self.setup_failure = info
+        self._report_setup_failure()
+
+    def _report_setup_failure(self) -> None:
+        with self.lock:
+            first = next(iter(self.batch_of_input), None)
+        if first is None or self.state != "running":
+            return
+        self.on_pool_event([ERROR, self.node_id, (first, self.setup_failure)])
+        self.cancel()
 
     # --- inputs (event loop) ---------------------------------------------------------------
 
@@ -162,9 +197,13 @@ class AgentJob:
             self.queue.append((batch_id, items))
             self.pending_bytes += size
             self.submitted += len(items)
+        if self.setup_failure is not None:
+            self._report_setup_failure()
 
     def feed(self) -> None:
         """Hand queued batches to the pool while the job has fewer than `share` there."""
+        if self.pool_job is None:
+            return  # its environment is still being made
         chosen = []
         with self.lock:
             while self.queue and self.batches_in_pool < self.share and self.state == "running":
@@ -178,7 +217,8 @@ class AgentJob:
 
     def set_share(self, share: int) -> None:
         self.share = max(1, min(share, self.max_slots))
-        self.pool_job.slots = self.share
+        if self.pool_job is not None:
+            self.pool_job.slots = self.share
         self.feed()
 
     @property
@@ -263,10 +303,14 @@ class AgentJob:
                 return
             self.state = "canceled"
             self.queue.clear()
-        self.pool.close(self.pool_job)  # cancels what runs; workers return to the pool
+        if self.pool_job is not None:
+            self.pool.close(self.pool_job)  # cancels what runs; workers return to the pool
         self.changed.set()
 
     async def wait_stopped(self, timeout: float) -> bool:
+        if self.pool_job is None:
+            self.state = "stopped"
+            return True  # nothing ever ran
         stopped = await asyncio.get_running_loop().run_in_executor(
             None, self.pool.wait_closed, self.pool_job, timeout
         )
@@ -277,6 +321,9 @@ class AgentJob:
     def release(self) -> None:
         """The job is forgotten: let the pool take its workers back."""
         self.cancel()
+        on_release, self.on_release = self.on_release, None
+        if on_release is not None:
+            on_release()
         with self.lock:
             self.log.clear()
             self.log_bytes = 0

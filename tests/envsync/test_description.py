@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from burla_core.envsync import describe_job_environment
+from burla_core.envsync.job import describe_job_environment
 from burla_core.envsync.description import installed_requirements
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from burla_core.envsync import EnvironmentDescription, PackageIndex, Requirement
+from burla_core.envsync.description import EnvironmentDescription, PackageIndex, Requirement
 from burla_core.node.environments import EnvironmentBuildFailed, EnvironmentCache
 from burla_core.node.installer import blamed_requirement, find_installer, uv_index_arguments
 
@@ -88,7 +88,7 @@ def test_two_jobs_arriving_at_once_install_once(tmp_path, offline):
 
 ACQUIRE_SCRIPT = textwrap.dedent("""
     import sys
-    from burla_core.envsync import EnvironmentDescription, Requirement
+    from burla_core.envsync.description import EnvironmentDescription, Requirement
     from burla_core.node.environments import EnvironmentCache
     cache = EnvironmentCache(sys.argv[1])
     plan = cache.plan(EnvironmentDescription("3.11.0", (Requirement(sys.argv[2], "1.0"),)))
