@@ -16,7 +16,7 @@ def wheel_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("wheels")
     for version in ("1.0", "2.0"):
         probe_wheel(directory, PROBE, version)
-    probe_wheel(directory, OTHER, "1.0")
+        probe_wheel(directory, OTHER, version)
     return directory
 
 
@@ -38,16 +38,20 @@ def uv_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def agent_python(tmp_path_factory, farm):
-    """A bare venv for node agents: burla and its dependencies, none of the test packages."""
-    return bare_venv(tmp_path_factory.mktemp("agent") / "venv", farm)
+def agent_python(tmp_path_factory, farm, package_index, uv_cache):
+    """A bare venv for node agents: burla and its dependencies, and bsync-beta 1.0 (a package
+    of the agent's own, which a caller may pin at another version)."""
+    python = bare_venv(tmp_path_factory.mktemp("agent") / "venv", farm)
+    install_into(python, [f"{OTHER}==1.0"], package_index.url, uv_cache)
+    return python
 
 
 @pytest.fixture(scope="session")
 def caller_venvs(tmp_path_factory, farm, package_index, uv_cache):
-    """Two callers' venvs: the agent's packages plus bsync-alpha 1.0, or 2.0 and bsync-beta."""
+    """Two callers' venvs: the agent's packages plus bsync-alpha 1.0; or bsync-alpha 2.0 and
+    bsync-beta 2.0 (the agent has 1.0)."""
     made = {}
-    for version, extra in (("1.0", []), ("2.0", [f"{OTHER}==1.0"])):
+    for version, extra in (("1.0", []), ("2.0", [f"{OTHER}==2.0"])):
         python = bare_venv(tmp_path_factory.mktemp(f"caller-{version}") / "venv", farm)
         install_into(python, [f"{PROBE}=={version}", *extra], package_index.url, uv_cache)
         made[version] = python
