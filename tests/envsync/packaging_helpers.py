@@ -5,6 +5,7 @@ virtual environments that hold burla and its dependencies and nothing else.
     IndexServer(wheel_dir)          http://127.0.0.1:PORT/simple/ serving those wheels (PEP 503)
     dependency_farm(dir)            burla + its runtime closure + pip + uv, as links into this venv
     bare_venv(dir, farm)            `python -m venv --without-pip`, with the farm on its path
+    VenvAgent(python, token, ...)   a node agent run by such a venv, in a directory of its own
 
 Linking the farm instead of installing burla's dependencies keeps every fixture offline and makes
 a bare venv in a fraction of a second; the farm looks like a site-packages directory (it is one
@@ -25,6 +26,8 @@ import sys
 import threading
 import zipfile
 from pathlib import Path
+
+from burla_core.node.testing import AgentProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OWN_PACKAGES = ("burla", "burla_core", "burla_backend_local", "burla_backend_nodes", "burla_cli")
@@ -207,3 +210,25 @@ def install_into(python: Path, requirements: list[str], index_url: str, cache_di
         [str(uv), "pip", "install", "--python", str(python), "--no-deps", "--index-url", index_url, *requirements],
         check=True, capture_output=True, env=offline_install_env(index_url, cache_dir), timeout=120,
     )
+
+
+class VenvAgent(AgentProcess):
+    """An agent run by another venv's python, in a directory of its own, with only `env`."""
+
+    def __init__(self, python: Path, token: str, args: tuple, env: dict, cwd: Path) -> None:
+        super().__init__(token, args, env)
+        self.python = python
+        self.cwd = cwd
+
+    def command(self) -> list[str]:
+        return [str(self.python), "-m", "burla_core.node", "start", "--port", str(self.port), *self.args]
+
+    def environment(self) -> dict:
+        return dict(self.env, BURLA_NODE_TOKEN=self.token)
+
+    def spawn(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                env=self.environment(), cwd=self.cwd,
+            )

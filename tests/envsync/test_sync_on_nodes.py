@@ -12,33 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from burla_core.node.testing import AgentProcess
-
 from ..node.node_helpers import Http
 from .conftest import OTHER, PROBE
-from .packaging_helpers import bare_venv, install_into, make_wheel, offline_install_env
-
-
-class VenvAgent(AgentProcess):
-    """An agent run by another venv's python, in a directory of its own, with only `env`."""
-
-    def __init__(self, python: Path, token: str, args: tuple, env: dict, cwd: Path) -> None:
-        super().__init__(token, args, env)
-        self.python = python
-        self.cwd = cwd
-
-    def command(self) -> list[str]:
-        return [str(self.python), "-m", "burla_core.node", "start", "--port", str(self.port), *self.args]
-
-    def environment(self) -> dict:
-        return dict(self.env, BURLA_NODE_TOKEN=self.token)
-
-    def spawn(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                self.command(), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
-                env=self.environment(), cwd=self.cwd,
-            )
+from .packaging_helpers import VenvAgent, bare_venv, install_into, make_wheel, offline_install_env
 
 
 @pytest.fixture(scope="module")
