@@ -262,6 +262,9 @@ class EnvironmentCache:
         removed = []
         with open(self.root / "locks" / "cache.lock", "a+b") as cache_lock:
             _locked(cache_lock, fcntl.LOCK_EX, time.monotonic() + 60, "the cache lock")
+            for kind in ("envs", "code"):
+                for leftover in (self.root / kind).glob("*.evicting"):  # an eviction cut short
+                    shutil.rmtree(leftover, ignore_errors=True)
             entries = self.entries()
             total = sum(entry["size"] for entry in entries)
             for entry in entries:

@@ -64,3 +64,25 @@ def test_sync_packages_false_sends_no_description_and_bad_options_fail_here():
         describe_job_environment(None, {"find_links": [3]})
     index = describe_job_environment(None, {"index_url": "http://127.0.0.1:9/simple", "find_links": "/wheels"}).packages.index
     assert (index.index_url, index.find_links) == ("http://127.0.0.1:9/simple", ("/wheels",))
+
+
+def test_the_job_request_fields_round_trip_and_malformed_ones_are_refused():
+    import pytest
+
+    from burla_core.envsync.job import JobEnvironment
+    from burla_core.node.protocol import ProtocolError, decode_job_environment, encode_job_environment
+
+    sent = describe_job_environment(None, {"index_url": "http://127.0.0.1:9/simple"})
+    received = decode_job_environment(encode_job_environment(sent))
+    assert received.packages.requirements == sent.packages.requirements
+    assert (received.packages.python, received.packages.index) == (sent.packages.python, sent.packages.index)
+    assert received.code == sent.code
+    assert decode_job_environment({}) == JobEnvironment(None, None)
+    fields = encode_job_environment(sent)
+    fields["environment"]["requirements"] = [["evil; rm -rf /", "1.0", None]]
+    with pytest.raises(ProtocolError, match="not a name and a version"):
+        decode_job_environment(fields)
+    fields = encode_job_environment(sent)
+    fields["code"]["digest"] = "not-hex"
+    with pytest.raises(ProtocolError, match="sha256"):
+        decode_job_environment(fields)
