@@ -19,6 +19,8 @@ Targets (from the issue that asked for this benchmark):
   bytes_100MB  one 100 MB input and its 100 MB result, round trip           >= 200 MB/s (200 MB moved / time)
   scheduler    in-memory transport, 10,000 slots, 1,000,000 inputs          < 10 us caller CPU per input,
                                                                             RSS rise at 2M inputs < 1.25x at 1M
+  env_sync     a caller with 20 packages the agent lacks, from a 127.0.0.1   first job: printed;
+               index: the job's time over the same job with sync off         second job: < 50 ms more
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ NOOP_MIN_DASK_FACTOR = 10
 BYTES_MIN_MB_S = 200
 SCHEDULER_MAX_US = 10.0
 SCHEDULER_MAX_MEMORY_GROWTH = 1.25  # RSS rise at 2M inputs / RSS rise at 1M inputs
+SYNC_PACKAGES = 20
+SYNC_SECOND_JOB_MAX_MS = 50.0
 
 
 def noop(x):
@@ -216,6 +220,68 @@ def run_on_warm_agents(count: int, token: str, args: list[str]) -> dict:
             agent.close()
 
 
+SYNC_CALLER = """
+import json, sys, time
+from burla import remote_parallel_map
+
+def noop(x):
+    return x
+
+def timed(options):
+    started = time.perf_counter()
+    remote_parallel_map(noop, list(range(4)), spinner=False, backend="nodes", backend_options=options)
+    return time.perf_counter() - started
+
+repeats = int(sys.argv[1])
+off = [timed({"sync_packages": False}) for _ in range(repeats)]  # also warms the caller's client
+first = timed({})
+second = [timed({}) for _ in range(repeats)]
+off += [timed({"sync_packages": False}) for _ in range(repeats)]
+print("RESULT " + json.dumps({"off": min(off), "first": first, "second": min(second)}))
+"""
+
+
+def bench_env_sync(token: str, repeats: int) -> dict:
+    """A caller venv with SYNC_PACKAGES packages the agent's bare venv lacks, all served by an
+    index on 127.0.0.1; the same no-op job with sync off, on a cold cache, and again."""
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, os.path.dirname(HERE))
+    from tests.envsync.packaging_helpers import (
+        IndexServer, VenvAgent, bare_venv, dependency_farm, install_into, offline_install_env, probe_wheel,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="burla-bench-sync-") as scratch:
+        root = Path(scratch)
+        names = [f"bench-sync-{number:02d}" for number in range(SYNC_PACKAGES)]
+        for name in names:
+            probe_wheel(root / "wheels", name, "1.0")
+        index = IndexServer(root / "wheels")
+        try:
+            farm = dependency_farm(root / "farm")
+            agent_python = bare_venv(root / "agent-venv", farm)
+            caller_python = bare_venv(root / "caller-venv", farm)
+            install_into(caller_python, [f"{name}==1.0" for name in names], index.url, root / "uv-cache")
+            (root / "agent-home").mkdir()
+            env = offline_install_env(index.url, root / "uv-cache")
+            agent = VenvAgent(agent_python, token, ("--env-cache", str(root / "envs")), env, root / "agent-home").start(60)
+            try:
+                caller_env = dict(env, BURLA_NODES=agent.url, BURLA_NODE_TOKEN=token)
+                completed = subprocess.run(
+                    [str(caller_python), "-c", SYNC_CALLER, str(repeats)], capture_output=True, text=True,
+                    env=caller_env, cwd=root, timeout=600,
+                )
+            finally:
+                agent.close()
+        finally:
+            index.close()
+    for line in completed.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise SystemExit(f"the env_sync caller failed ({completed.returncode}):\n{completed.stderr[-4000:]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
@@ -286,6 +352,18 @@ def main() -> int:
         f"bytes_100MB  1 agent: round trip {nodes['warm']:.3f} s = {speed:,.0f} MB/s moved "
         f"({BIG_BYTES / 1e6 / nodes['warm']:,.0f} MB/s of payload); local {local['warm']:.3f} s "
         f"(ratio {nodes['warm'] / local['warm']:.2f}){dask_text}  target >= {BYTES_MIN_MB_S} MB/s: {verdict(ok)}"
+    )
+
+    # 5. environment sync: 20 packages from a local index
+    sync = bench_env_sync(token, repeats)
+    first_ms = (sync["first"] - sync["off"]) * 1000
+    second_ms = (sync["second"] - sync["off"]) * 1000
+    ok = second_ms < SYNC_SECOND_JOB_MAX_MS
+    failures += [] if ok else ["env_sync"]
+    print(
+        f"env_sync     {SYNC_PACKAGES} packages: sync off {sync['off'] * 1000:.0f} ms; first job {sync['first'] * 1000:.0f} ms "
+        f"(+{first_ms:.0f} ms: install and new workers); second job {sync['second'] * 1000:.0f} ms (+{second_ms:.0f} ms)  "
+        f"target second < +{SYNC_SECOND_JOB_MAX_MS:.0f} ms: {verdict(ok)}"
     )
 
     if failures:

@@ -1,5 +1,6 @@
 """`burla node ...`: run the node agent on a machine you have, and ask agents for their health
-and their jobs. `python -m burla_core.node ...` runs the same commands.
+and their jobs. `python -m burla_core.node start|token` runs the agent's own commands without
+the CLI.
 
 `health` and `jobs` ask every node at once and exit 0 only when every node answered; each node
 that did not gets one line on stderr saying why (see NODE_EXIT_STATUS).

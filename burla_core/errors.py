@@ -150,3 +150,24 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + self.traceback_text.rstrip("\n")
+
+
+class LocalCodeTooBig(BurlaError):
+    """The caller's local code (modules not installed from a distribution, sent with the job) is
+    over the size limit (100 MB); the message names the biggest files."""
+
+
+class PackageInstallFailed(BurlaError):
+    """A node could not install a package of the caller's environment (not on its index, no
+    wheel for its platform, a failed build). `package`, `version` and `node` name it;
+    `installer_output` holds the installer's last lines."""
+
+    def __init__(self, message: str, package: str = "", version: str = "", node: str = "", installer_output: str = ""):
+        super().__init__(message)
+        self.package = package
+        self.version = version
+        self.node = node
+        self.installer_output = installer_output
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.package, self.version, self.node, self.installer_output))

@@ -28,7 +28,7 @@ from .errors import (
     UnpicklableResult,
     WorkerDied,
 )
-from .types import FUNCTION_ERROR, UNPICKLABLE_RESULT, WORKER_DIED, ErrorInfo
+from .types import FUNCTION_ERROR, JOB_SETUP_FAILED, UNPICKLABLE_RESULT, WORKER_DIED, ErrorInfo
 
 MAX_FUNCTION_BYTES = 100 * 1000 * 1000
 MAX_INPUT_BYTES = 200 * 1000 * 1000
@@ -219,6 +219,8 @@ def exception_for(input_index: int, info: ErrorInfo) -> BaseException:
             "return plain data (numbers, strings, lists, dicts, arrays) instead",
             input_index,
         )
+    if info.kind == JOB_SETUP_FAILED:
+        return rebuild_exception(info, None)  # about the job on a node (its packages), not this input
     return rebuild_exception(info, input_index)
 
 

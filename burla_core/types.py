@@ -117,7 +117,8 @@ class InputBatch:
 FUNCTION_ERROR = "function"  # the function raised
 WORKER_DIED = "worker_died"  # the worker running the input died twice
 UNPICKLABLE_RESULT = "unpicklable_result"  # the function returned something that does not pickle
-ERROR_KINDS = (FUNCTION_ERROR, WORKER_DIED, UNPICKLABLE_RESULT)
+JOB_SETUP_FAILED = "job_setup_failed"  # the node could not make the job's environment (a BurlaError)
+ERROR_KINDS = (FUNCTION_ERROR, WORKER_DIED, UNPICKLABLE_RESULT, JOB_SETUP_FAILED)
 
 
 @dataclass

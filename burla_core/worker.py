@@ -29,6 +29,7 @@ import time
 
 import msgpack
 
+from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
 from .serialization import dumps, error_info
 from .types import UNPICKLABLE_RESULT
 
@@ -201,6 +202,7 @@ def worker_main(
         elif kind == "job":
             _, loaded_job, function_bytes, job_env = message
             cwd = job_env.pop("BURLA_CWD", None)
+            use_local_code(job_env.pop(CODE_PATH_KEY, None), job_env.pop(CODE_MODULES_KEY, None))
             os.environ.update(job_env)
             if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
                 os.chdir(cwd)  # a warm worker follows the caller's current directory

@@ -214,15 +214,16 @@ def test_resources_no_node_has_fail_with_what_the_nodes_have(three_nodes, use_no
         remote_parallel_map(abs, [1], image="python:3.11", spinner=False)
 
 
-def test_a_function_whose_module_the_node_lacks_raises_that_error_here(three_nodes, use_nodes, tmp_path, monkeypatch):
-    (tmp_path / "only_on_the_caller.py").write_text("def f(x):\n    return x\n")
+def test_a_function_from_a_module_only_the_caller_has_runs_on_the_nodes(three_nodes, use_nodes, tmp_path, monkeypatch):
+    (tmp_path / "only_on_the_caller.py").write_text("def f(x):\n    return x * 10\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_on_the_caller
 
     use_nodes(three_nodes)
-    with pytest.raises(ModuleNotFoundError, match="only_on_the_caller") as caught:
-        remote_parallel_map(only_on_the_caller.f, [1, 2], spinner=False)
-    assert caught.value.burla_input_index in (0, 1)
+    try:
+        assert remote_parallel_map(only_on_the_caller.f, [1, 2], spinner=False) == [10, 20]
+    finally:
+        del sys.modules["only_on_the_caller"]
 
 
 def sleep_long(x):
@@ -283,10 +284,10 @@ def test_detach_runs_the_job_on_the_nodes(three_nodes, use_nodes):
 
 def test_burla_node_cli_reports_health_and_jobs(three_nodes, monkeypatch):
     env = dict(os.environ, BURLA_NODES=three_nodes[0].url, BURLA_NODE_TOKEN=TOKEN)
-    health = subprocess.run([sys.executable, "-m", "burla_core.node", "health"], capture_output=True, text=True, env=env, timeout=60)
+    health = subprocess.run([sys.executable, "-m", "burla_cli", "node", "health"], capture_output=True, text=True, env=env, timeout=60)
     assert health.returncode == 0, health.stderr
     assert '"slots"' in health.stdout and TOKEN not in health.stdout
-    jobs = subprocess.run([sys.executable, "-m", "burla_core.node", "jobs"], capture_output=True, text=True, env=env, timeout=60)
+    jobs = subprocess.run([sys.executable, "-m", "burla_cli", "node", "jobs"], capture_output=True, text=True, env=env, timeout=60)
     assert jobs.returncode == 0, jobs.stderr
     token = subprocess.run([sys.executable, "-m", "burla_core.node", "token"], capture_output=True, text=True, timeout=60)
     assert len(token.stdout.strip()) >= 32

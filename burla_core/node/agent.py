@@ -35,6 +35,8 @@ from ..gpus import describe_func_gpu, matching
 from ..machine import GIB
 from ..pool import WorkerPool, shared_pool
 from .capacity import NodeSlots, measure_capacity
+from .environments import EnvironmentBuildFailed, EnvironmentCache
+from .job_setup import JobSetup
 from .jobs import RUNNING, STOPPED, AgentJob
 from .protocol import (
     API_PREFIX,
@@ -50,6 +52,7 @@ from .protocol import (
     bearer_matches,
     burla_version,
     decode_batch,
+    decode_job_environment,
     decode_job_request,
     encode_frame,
     package_versions,
@@ -58,7 +61,7 @@ from .protocol import (
     unpack_body,
     version_mismatch,
 )
-from .settings import AgentConfig, AgentConfigError
+from .settings import AgentConfig, AgentConfigError, default_env_cache_dir
 
 log = logging.getLogger("burla.node")
 
@@ -95,6 +98,13 @@ class NodeAgent:
         self.stopping = asyncio.Event()
         self.room: asyncio.Event | None = None
         self.shutdown_ran = False
+        cache_dir = config.env_cache_dir or default_env_cache_dir()
+        try:
+            cache = EnvironmentCache(cache_dir, config.env_cache_bytes, config.installer, config.install_timeout)
+        except (OSError, EnvironmentBuildFailed) as error:
+            raise AgentConfigError(f"cannot use the environment cache {cache_dir}: {error}") from None
+        # Makes each job's environment (its packages, its local code) before its first call here.
+        self.setup = JobSetup(cache, self.pool, config.sync_packages, config.name)
 
     # --- the application -------------------------------------------------------------------
 
@@ -123,6 +133,7 @@ class NodeAgent:
         for job in list(self.jobs.values()):
             await self.end_job(job, forget=True, wait=0.0)
         self.submitter.shutdown(wait=True)
+        self.setup.shutdown()
 
     @web.middleware
     async def _guard(self, request: web.Request, handler):
@@ -208,7 +219,7 @@ class NodeAgent:
             self.turn = start + offset + 1
             self.slots.take(job)
             batch = job.take_batch()
-            self.submitter.submit(self.pool.submit, job.pool_job, batch.batch_id, batch.items)
+            self.submitter.submit(job.pool.submit, job.pool_job, batch.batch_id, batch.items)
 
     def _on_batches_settled(self, job: AgentJob, count: int) -> None:
         for _ in range(count):
@@ -222,16 +233,22 @@ class NodeAgent:
         in_pool = job.mark_canceled()
         if forget and self.jobs.get(job.job_id) is job:
             del self.jobs[job.job_id]
-        loop = asyncio.get_running_loop()
-        closed = asyncio.wrap_future(self.submitter.submit(self.pool.close, job.pool_job))
-        await closed
-        stopped = await loop.run_in_executor(None, self.pool.wait_closed, job.pool_job, wait)
+        if job.setup_task is not None:
+            job.setup_task.cancel()  # its environment is no longer needed (an install goes on, cached)
+        stopped = True
+        if job.pool is not None and job.pool_job is not None:
+            loop = asyncio.get_running_loop()
+            await asyncio.wrap_future(self.submitter.submit(job.pool.close, job.pool_job))
+            stopped = await loop.run_in_executor(None, job.pool.wait_closed, job.pool_job, wait)
         if stopped and job.state != RUNNING:
             job.state = STOPPED
         for _ in range(in_pool):
             self.slots.give_back(job)
         if forget:
             job.forget_events()
+            on_release, job.on_release = job.on_release, None
+            if on_release is not None:
+                on_release()  # its environment's leases
         job.changed.set()
         self._wake_room()
         self.admit()
@@ -258,6 +275,7 @@ class NodeAgent:
                 "burla": burla_version(),
                 "packages": package_versions(),
                 "jobs": len(self.jobs),
+                "environments": self.setup.summary(),
                 "uptime_s": round(time.monotonic() - self.started, 1),
             }
         )
@@ -286,30 +304,45 @@ class NodeAgent:
                 raise RequestRejected(409, "job_exists", f"job {job_request.job_id!r} already exists on this node with another function")
             existing.last_contact = time.monotonic()
             return web.json_response({"job_id": existing.job_id, "slots": existing.max_slots, "instance": self.instance_id}, status=200)
+        environment = decode_job_environment(message)
         gpu_indices = [gpu.index for gpu in matching(self.capacity.gpus, job_request.func_gpu)] if job_request.func_gpu else []
-        loop = asyncio.get_running_loop()
-        job = None
-
-        def open_pool_job(sink):
-            return self.pool.open_job(
-                job_request.function,
-                1,
-                sink,
-                node_id=self.config.name,
-                env={**job_request.nested_env, PARENT_JOB_ENV: job_request.job_id},
-                ram_limit_bytes=job_request.func_ram * GIB,
-                gpu_indices=gpu_indices or None,
-            )
-
-        def sink(event: list) -> None:  # the pool's reader thread
-            job.on_pool_event(event)
-
-        pool_job = await loop.run_in_executor(self.submitter, open_pool_job, sink)
-        job = AgentJob(loop, job_request, digest, min(job_request.slots, max_slots), gpu_indices, pool_job)
+        job = AgentJob(asyncio.get_running_loop(), job_request, digest, min(job_request.slots, max_slots), gpu_indices)
         job.on_batches_settled = self._on_batches_settled
         self.jobs[job.job_id] = job
-        log.info("job %s (%s) started: up to %d slot(s)", job.job_id, job.function_name, job.max_slots)
+        self.setup.start(job, environment, on_ready=lambda pool, worker_env: self._start_calls(job, pool, worker_env))
+        log.info("job %s (%s) created: up to %d slot(s)", job.job_id, job.function_name, job.max_slots)
         return web.json_response({"job_id": job.job_id, "slots": job.max_slots, "instance": self.instance_id}, status=201)
+
+    def _start_calls(self, job: AgentJob, pool: WorkerPool, worker_env: dict) -> None:
+        """The job's environment is ready (on the loop): open its pool job off the loop, then
+        admit its batches."""
+
+        def open_pool_job():
+            return pool.open_job(
+                job.function,
+                1,
+                job.on_pool_event,
+                node_id=self.config.name,
+                env={**job.nested_env, PARENT_JOB_ENV: job.job_id, **worker_env},
+                ram_limit_bytes=job.func_ram * GIB,
+                gpu_indices=job.gpu_indices or None,
+            )
+
+        def opened(future: concurrent.futures.Future) -> None:
+            if future.exception() is not None:
+                job.fail_setup(future.exception())
+                return
+            job.loop.call_soon_threadsafe(self._calls_ready, job, pool, future.result())
+
+        self.submitter.submit(open_pool_job).add_done_callback(opened)
+
+    def _calls_ready(self, job: AgentJob, pool: WorkerPool, pool_job) -> None:
+        job.started(pool, pool_job)
+        if job.state != RUNNING or self.jobs.get(job.job_id) is not job:
+            self.submitter.submit(pool.close, pool_job)  # ended while its pool job was opened
+            return
+        log.info("job %s (%s) runs", job.job_id, job.function_name)
+        self.admit()
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         return web.json_response({"instance": self.instance_id, "jobs": [job.status() for job in self.jobs.values()]})

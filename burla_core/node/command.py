@@ -41,8 +41,14 @@ def env_token() -> str | None:
 @click.option("--max-pending-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="MB of queued inputs held before uploads are told to wait.")
 @click.option("--upload-hold", type=FiniteFloat(min=0), default=5.0, show_default=True, help="Seconds an upload waits for room before it is told 429.")
 @click.option("--access-log", is_flag=True, help="Log every request (never the token).")
+@click.option("--no-sync-packages", is_flag=True, help="Run every job in this agent's own environment: never install a caller's packages.")
+@click.option("--env-cache", type=click.Path(file_okay=False), default=None, help="Directory of the jobs' environments (default: the user's cache directory).")
+@click.option("--env-cache-gb", type=FiniteFloat(min=0.1), default=20.0, show_default=True, help="Disk cap of that directory; least recently used environments go first.")
+@click.option("--installer", type=click.Choice(["auto", "uv", "pip"]), default="auto", show_default=True, help="What installs jobs' packages (auto: uv, else pip).")
+@click.option("--install-timeout", type=FiniteFloat(min=1), default=1800.0, show_default=True, help="Seconds one environment's install may take.")
 def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
-          shutdown_command, job_lease, max_pending_mb, upload_hold, access_log) -> None:
+          shutdown_command, job_lease, max_pending_mb, upload_hold, access_log, no_sync_packages, env_cache,
+          env_cache_gb, installer, install_timeout) -> None:
     """Start the node agent and serve until stopped (SIGTERM or Ctrl-C).
 
     It prints "burla node agent listening on URL" once it accepts requests, and logs to stderr.
@@ -88,6 +94,11 @@ def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_g
         max_pending_bytes=max_pending_mb * 1000 * 1000,
         upload_hold_seconds=upload_hold,
         access_log=access_log,
+        sync_packages=not no_sync_packages,
+        env_cache_dir=env_cache,
+        env_cache_bytes=int(env_cache_gb * 1000**3),
+        installer=installer,
+        install_timeout=install_timeout,
     )
     if name:
         config.name = name

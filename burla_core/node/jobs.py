@@ -25,8 +25,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..pool import PoolJob
-from ..types import ERROR, LOGS, RESULTS
+from ..pool import PoolJob, WorkerPool
+from ..serialization import error_info
+from ..types import ERROR, JOB_SETUP_FAILED, LOGS, NODE_STATUS, NOTICE, RESULTS
 from .protocol import JobRequest, encode_frame
 
 RUNNING, CANCELED, STOPPED = "running", "canceled", "stopped"
@@ -51,7 +52,6 @@ class AgentJob:
         function_digest: str,
         max_slots: int,
         gpu_indices: list[int],
-        pool_job: PoolJob,
     ) -> None:
         self.loop = loop
         self.job_id = request.job_id
@@ -63,7 +63,14 @@ class AgentJob:
         self.func_gpu = request.func_gpu
         self.gpu_indices = gpu_indices
         self.parent_job = request.parent_job
-        self.pool_job = pool_job
+        self.nested_env = request.nested_env
+        self.function = request.function
+        # Set once the job's environment is ready (job_setup.py) and its pool job opened.
+        self.pool: WorkerPool | None = None
+        self.pool_job: PoolJob | None = None
+        self.setup_task: asyncio.Task | None = None
+        self.setup_failure: BaseException | None = None
+        self.on_release: Callable[[], None] | None = None  # once, when the job is forgotten
         # Called on the event loop once `count` of this job's batches left the pool (settled):
         # the agent gives their room back and admits the next batches.
         self.on_batches_settled: Callable[["AgentJob", int], None] | None = None
@@ -115,9 +122,44 @@ class AgentJob:
             self.queue.append(batch)
             self.pending_bytes += size
             self.submitted += len(items)
+        if self.setup_failure is not None:
+            self._report_setup_failure()
+
+    # --- the job's environment (job_setup.py; any thread) -----------------------------------
+
+    def notice(self, text: str) -> None:
+        """A line for the caller's console."""
+        self.on_pool_event([NOTICE, None, text])
+
+    def show_status(self, text: str) -> None:
+        """What this node is doing for the job, for the caller's progress line ("" clears it)."""
+        self.on_pool_event([NODE_STATUS, None, text])
+
+    def fail_setup(self, error: BaseException) -> None:
+        """Its environment could not be made: the job fails with `error` on its first input
+        (now, or when one arrives), before any input runs here."""
+        self.setup_failure = error
+        self._report_setup_failure()
+
+    def _report_setup_failure(self) -> None:
+        """Every input the job holds here fails with the setup error (none can run here)."""
+        if self.state != RUNNING or self.setup_failure is None:
+            return
+        info = error_info(self.setup_failure, 0, kind=JOB_SETUP_FAILED)
+        with self.lock:
+            held = list(self.batch_of_input)
+            self.queue.clear()
+        for input_index in held:
+            self.on_pool_event([ERROR, None, (input_index, info)])
+
+    def started(self, pool: WorkerPool, pool_job: PoolJob) -> None:
+        """Its environment is ready: its calls run in `pool` from now on."""
+        self.pool, self.pool_job = pool, pool_job
 
     def wants_slot(self) -> bool:
-        return self.state == RUNNING and bool(self.queue) and self.batches_in_pool < self.max_slots
+        return (
+            self.pool_job is not None and self.state == RUNNING and bool(self.queue) and self.batches_in_pool < self.max_slots
+        )
 
     def take_batch(self) -> QueuedBatch:
         """The next queued batch, now counted as in the pool (the node admitted one more call)."""

@@ -5,6 +5,8 @@ maps; small answers (health, errors, acknowledgements) are JSON so that `curl` c
 
     GET    /v1/health                          JSON: slots, CPUs, RAM, GPUs, image, versions
     POST   /v1/jobs                            msgpack JobRequest → JSON {job_id, slots}
+                                               (with the caller's packages and local code:
+                                               "environment" and "code", see encode_job_environment)
     GET    /v1/jobs                            JSON: the jobs on this node (re-attach, `burla node jobs`)
     GET    /v1/jobs/{job}                      JSON: one job's status and counts
     POST   /v1/jobs/{job}/batches              a batch body (below)
@@ -34,15 +36,19 @@ import platform
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
+
+if TYPE_CHECKING:
+    from ..envsync.job import JobEnvironment
 
 API_PREFIX = "/v1"
 FRAME_HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 1 << 31  # a frame can carry a result up to the size limit of one input
 MAX_REQUEST_BYTES = 512 * 1000 * 1000  # a batch body; one input is at most 200 MB pickled
-MAX_JOB_REQUEST_BYTES = 128 * 1000 * 1000  # the function is at most 100 MB pickled
+# The function is at most 100 MB pickled, and its local code at most 100 MB more.
+MAX_JOB_REQUEST_BYTES = 256 * 1000 * 1000
 HEARTBEAT_SECONDS = 1.0
 FRAMES_CONTENT_TYPE = "application/x-burla-frames"
 MSGPACK_CONTENT_TYPE = "application/msgpack"
@@ -345,3 +351,70 @@ def decode_job_request(message: dict) -> JobRequest:
         raise ProtocolError("job request: 'parent_job' must be a job id")
     request.parent_job = parent
     return request
+
+
+# --- the caller's environment in a job request ------------------------------------------------
+
+
+def encode_job_environment(environment: "JobEnvironment") -> dict:
+    """The fields a job request carries for environment sync (burla_core.envsync)."""
+    packages, code = environment.packages, environment.code
+    fields: dict[str, Any] = {"environment": None, "code": None}
+    if packages is not None:
+        fields["environment"] = {
+            "python": packages.python,
+            "requirements": [[r.name, r.version, r.url] for r in packages.requirements],
+            "index_url": packages.index.index_url,
+            "extra_index_urls": list(packages.index.extra_index_urls),
+            "find_links": list(packages.index.find_links),
+        }
+    if code is not None:
+        fields["code"] = {"digest": code.digest, "modules": list(code.modules), "data": code.data}
+    return fields
+
+
+def _strings(value: Any, what: str, limit: int = 4096) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) and 0 < len(item) <= limit for item in value):
+        raise ProtocolError(f"{what} must be a list of strings")
+    return tuple(value)
+
+
+def decode_job_environment(message: dict) -> "JobEnvironment":
+    from ..envsync.description import EnvironmentDescription, PackageIndex, Requirement
+    from ..envsync.job import JobEnvironment
+    from ..envsync.localcode import CodeBundle
+
+    what = "job request"
+    packages = None
+    environment = require(message, "environment", dict, what, optional=True)
+    if environment is not None:
+        what = "job request 'environment'"
+        python = require(environment, "python", str, what)
+        requirements = []
+        for entry in require(environment, "requirements", list, what):
+            if not (
+                isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) and part for part in entry[:2])
+                and (entry[2] is None or isinstance(entry[2], str))
+            ):
+                raise ProtocolError(f"{what}: each requirement must be [name, version, url or None]")
+            if any(character in entry[0] + entry[1] for character in " \n;@=<>"):
+                raise ProtocolError(f"{what}: requirement {entry[0]!r}=={entry[1]!r} is not a name and a version")
+            requirements.append(Requirement(entry[0], entry[1], entry[2]))
+        index = PackageIndex(
+            require(environment, "index_url", str, what, optional=True),
+            _strings(environment.get("extra_index_urls") or [], f"{what}: 'extra_index_urls'"),
+            _strings(environment.get("find_links") or [], f"{what}: 'find_links'"),
+        )
+        packages = EnvironmentDescription(python, tuple(requirements), index)
+    code = None
+    fields = require(message, "code", dict, "job request", optional=True)
+    if fields is not None:
+        what = "job request 'code'"
+        digest = require(fields, "digest", str, what)
+        if not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ProtocolError(f"{what}: 'digest' must be a sha256 in hex")
+        modules = _strings(require(fields, "modules", list, what), f"{what}: 'modules'", limit=256)
+        if not all(name.isidentifier() for name in modules):
+            raise ProtocolError(f"{what}: 'modules' must be module names")
+        code = CodeBundle(digest, modules, require(fields, "data", bytes, what))
+    return JobEnvironment(packages, code)

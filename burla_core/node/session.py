@@ -62,6 +62,7 @@ class HttpSession(NodeSession, ExitCloser):
         events: EventSink,
         loss_seconds: float,
         nested_env: dict[str, str] | None = None,
+        environment_fields: dict | None = None,
     ) -> None:
         self.client = client
         self.node_id = node.node_id
@@ -70,6 +71,7 @@ class HttpSession(NodeSession, ExitCloser):
         self.events = events
         self.loss_seconds = loss_seconds
         self.nested_env = dict(nested_env or {})
+        self.environment_fields = environment_fields or {}  # the caller's packages and local code
         self.loop = client.thread.loop
         # Everything below is touched on the client loop thread only.
         self.batches: dict[int, dict[int, bytes]] = {}  # batch_id -> unfinished index -> payload
@@ -169,6 +171,7 @@ class HttpSession(NodeSession, ExitCloser):
                 "burla": burla_version(),
                 "nested_env": self.nested_env,
                 "parent_job": os.environ.get(PARENT_JOB_ENV) or None,
+                **self.environment_fields,
             },
             use_bin_type=True,
         )

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from ..errors import UnauthorizedError
 from .capacity import NodeCapacity
+from .environments import DEFAULT_CACHE_BYTES
+from .installer import DEFAULT_INSTALL_SECONDS
 
 TOKEN_ENV = "BURLA_NODE_TOKEN"
 
@@ -52,6 +54,18 @@ class AgentConfig:
     max_pending_bytes: int = 1024 * 1000 * 1000
     upload_hold_seconds: float = HOLD_SECONDS
     access_log: bool = False
+    # Environment sync (job_setup.py): jobs' packages and local code, cached under env_cache_dir.
+    sync_packages: bool = True
+    env_cache_dir: str | None = None  # default: the user's cache directory, burla/node-environments
+    env_cache_bytes: int = DEFAULT_CACHE_BYTES
+    installer: str = "auto"  # auto (uv, else pip), uv or pip
+    install_timeout: float = DEFAULT_INSTALL_SECONDS
+
+
+def default_env_cache_dir() -> str:
+    import platformdirs
+
+    return os.path.join(platformdirs.user_cache_dir("burla"), "node-environments")
 
 
 def is_loopback(host: str) -> bool:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..envsync.job import describe_job_environment
 from ..errors import InvalidArgument, UnauthorizedError
 from ..interfaces import NodeSession, Transport
 from ..types import EventSink, JobSpec, NodeInfo
 from .client import node_client
+from .protocol import encode_job_environment
 from .session import HttpSession
 
 LOSS_SECONDS = 6.0  # no answer from a node for this long: it is lost (detected well within 10 s)
@@ -55,6 +57,15 @@ class HttpTransport(Transport):
     def __init__(self, settings: HttpSettings) -> None:
         super().__init__({})
         self.settings = settings
+        self._environment: tuple[str, dict] | None = None  # (job id, its environment's request fields)
+
+    def environment_fields(self, job: JobSpec) -> dict:
+        """The caller's packages and local code for the job's requests (envsync), made once per
+        job before anything is sent: a local-code archive over its cap fails here."""
+        if self._environment is None or self._environment[0] != job.job_id:
+            environment = describe_job_environment(job.function_bytes, job.options)
+            self._environment = (job.job_id, encode_job_environment(environment))
+        return self._environment[1]
 
     def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
         if not node.address:
@@ -63,5 +74,6 @@ class HttpTransport(Transport):
         token = access.token if access is not None else self.settings.token
         ca_file = access.ca_file if access is not None else self.settings.ca_file
         ca_pem = access.ca_pem if access is not None else self.settings.ca_pem
+        fields = self.environment_fields(job)
         client = node_client(node.address, token, ca_file, ca_pem)
-        return HttpSession(client, node, job, slots, events, self.settings.loss_seconds, self.settings.nested_env)
+        return HttpSession(client, node, job, slots, events, self.settings.loss_seconds, self.settings.nested_env, fields)
