@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from .types import JobProgress
+
 FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 REDRAW_SECONDS = 0.1
 
@@ -46,7 +48,7 @@ class Console:
         sys.stderr.write(f"burla: {text}\n")
         sys.stderr.flush()
 
-    def update(self, progress, force: bool = False) -> None:
+    def update(self, progress: JobProgress, force: bool = False) -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -54,11 +56,7 @@ class Console:
             return
         self.last_draw = now
         self.frame = (self.frame + 1) % len(FRAMES)
-        total = "?" if progress.total is None else str(progress.total)
-        text = (
-            f"{FRAMES[self.frame]} {self.label}: {progress.done}/{total} done, "
-            f"{progress.running} running, {progress.failed} failed ({now - self.started:.1f}s)"
-        )
+        text = f"{FRAMES[self.frame]} {self.label}: {progress_text(progress)} ({now - self.started:.1f}s)"
         sys.stderr.write("\r\033[K" + text)
         sys.stderr.flush()
         self.line_shown = True
@@ -74,6 +72,23 @@ class Console:
         sys.stderr.write("\r\033[K")
         sys.stderr.flush()
         self.line_shown = False
+
+
+MAX_STATUSES_SHOWN = 2
+
+
+def progress_text(progress: JobProgress) -> str:
+    """"3/100 done, 4 running, 0 failed", then what nodes are doing (booting, installing)."""
+    total = "?" if progress.total is None else str(progress.total)
+    text = f"{progress.done}/{total} done, {progress.running} running, {progress.failed} failed"
+    if progress.waiting_for_nodes:
+        text += ", waiting for a node"
+    statuses = list(progress.node_status.items())
+    if statuses:
+        shown = "; ".join(f"{node}: {status}" for node, status in statuses[:MAX_STATUSES_SHOWN])
+        more = len(statuses) - MAX_STATUSES_SHOWN
+        text += f" | {shown}" + (f" (+{more} more)" if more > 0 else "")
+    return text
 
 
 def _isatty(stream) -> bool:
