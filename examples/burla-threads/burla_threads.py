@@ -4,7 +4,7 @@
 
 It is the smallest complete backend: a provisioner (one node: this process, `threads` slots), a
 transport whose sessions run batches on a thread pool and report RESULTS / LOGS / ERROR events,
-and the two hook implementations that register them. It shows the contract, not a way to run
+the hook implementations that register them, and a test environment for the conformance suite. It shows the contract, not a way to run
 heavy work: threads share the GIL and the process, so it cannot enforce func_ram, cannot stop a
 call that is running (cancel only drops queued inputs), and a call that exits the process
 (os._exit) takes the caller with it.
@@ -17,13 +17,25 @@ import io
 import pickle
 import sys
 import threading
+import time
+from contextlib import contextmanager
 
 from burla_core import hookimpl
 from burla_core.errors import NoCompatibleNodes
-from burla_core.hookspecs import ProvisionerRecord, TransportRecord
+from burla_core.hookspecs import ProvisionerRecord, TestEnvironment, TestEnvironmentRecord, TransportRecord
 from burla_core.interfaces import NodeSession, Provisioner, Transport
 from burla_core.serialization import dumps, error_info
-from burla_core.types import ERROR, LOGS, RESULTS, EventSink, InputBatch, JobSpec, NodeInfo, ResourceRequest
+from burla_core.types import (
+    ERROR,
+    LOGS,
+    RESULTS,
+    UNPICKLABLE_RESULT,
+    EventSink,
+    InputBatch,
+    JobSpec,
+    NodeInfo,
+    ResourceRequest,
+)
 
 DEFAULT_THREADS = 4
 
@@ -144,10 +156,8 @@ class ThreadsSession(NodeSession):
         output.end()
         try:
             result_bytes = dumps(result)
-        except Exception as error:
-            info = error_info(error, skip_frames=0)
-            info["unpicklable_result"] = True
-            self.events.put([ERROR, self.node_id, (input_index, info)])
+        except Exception as error:  # core raises UnpicklableResult for this kind
+            self.events.put([ERROR, self.node_id, (input_index, error_info(error, 0, kind=UNPICKLABLE_RESULT))])
             return
         if not self.canceled.is_set():
             self.events.put([RESULTS, self.node_id, [(input_index, result_bytes)]])
@@ -163,6 +173,15 @@ class ThreadsSession(NodeSession):
 
     def close(self) -> None:
         self.cancel()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        # Called after close(): remote_parallel_map returns only once nothing of the job runs.
+        deadline = time.monotonic() + timeout
+        while not self.is_stopped():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
 class ThreadsTransport(Transport):
@@ -188,3 +207,14 @@ def burla_register_provisioners(register) -> None:
 @hookimpl
 def burla_register_transports(register) -> None:
     register(TransportRecord(name="threads", factory=ThreadsTransport))
+
+
+@contextmanager
+def threads_test_environment():
+    # `pytest --pyargs conformance_tests --burla-backend threads`: nothing to start, 4 threads.
+    yield TestEnvironment(backend_options={"threads": "4"})
+
+
+@hookimpl
+def burla_register_test_environments(register) -> None:
+    register(TestEnvironmentRecord(backend="threads", factory=threads_test_environment))
