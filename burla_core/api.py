@@ -3,7 +3,6 @@ the selected backend's scheduler, printing the function's output as it arrives."
 
 from __future__ import annotations
 
-import pickle
 import uuid
 from typing import Any, Callable, Iterable, Iterator
 
@@ -12,7 +11,7 @@ from .console import Console
 from .errors import InvalidArgument, JobCanceled, UnpicklableResult, WorkerDied
 from .gpus import validate_gpu_name
 from .interfaces import Provisioner, Scheduler, Transport
-from .serialization import describe, dumps_function, rebuild_exception
+from .serialization import Payload, describe, dumps_function, loads, rebuild_exception
 from .types import ERROR, LOGS, NOTICE, RESULTS, JobSpec, ResourceRequest
 
 
@@ -226,9 +225,9 @@ class JobRun:
         return [by_index[i] for i in range(len(by_index))]
 
 
-def _load_result(input_index: int, payload: bytes) -> Any:
+def _load_result(input_index: int, payload: Payload | memoryview) -> Any:
     try:
-        return pickle.loads(payload)
+        return loads(payload)
     except Exception as error:
         raise UnpicklableResult(
             f"the return value of input {input_index} cannot be unpickled here ({type(error).__name__}: {error}); "

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 from .console import Console
 from .errors import BurlaError, JobCanceled, RemoteException, RemoteTraceback
 from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobStore, JobWriter
-from .serialization import dumps_input, error_info
+from .serialization import as_one_pickle, dumps_input, error_info
 from .types import JobSpec
 
 POLL_MIN_SECONDS = 0.02
@@ -68,7 +68,7 @@ def run_detached(
 
 def _pickled_inputs(indexed_inputs: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, bytes]]:
     for input_index, value in indexed_inputs:
-        yield input_index, dumps_input(input_index, value)
+        yield input_index, as_one_pickle(dumps_input(input_index, value))  # the store keeps blobs
 
 
 def caller_python_path() -> list[str]:
@@ -313,7 +313,7 @@ def run_job(job_id: str, store_path: Path) -> int:
         stream = run._stream()
         try:
             for input_index, payload in stream:
-                writer.add_result(input_index, payload)
+                writer.add_result(input_index, as_one_pickle(payload))
         finally:
             stream.close()  # on cancel: stops the job's calls before the status is written
         _cancel_armed = False
