@@ -35,6 +35,7 @@ import aiohttp
 import msgpack
 
 from ..errors import InvalidArgument, ServerError, UnauthorizedError
+from ..memory import private_buffer
 from ..interfaces import NodeSession, Transport
 from ..types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, EventSink, InputBatch, JobSpec, NodeInfo
 from .protocol import (
@@ -300,10 +301,11 @@ async def _sliced(pieces: list):
         yield piece
 
 
-async def read_into(reader, length: int, on_bytes=None) -> bytearray:
+async def read_into(reader, length: int, on_bytes=None) -> memoryview:
     """`length` bytes of a stream into one buffer (readexactly would join its pieces over and
-    over); `on_bytes()` after each piece, so that a slow link still counts as a node that answers."""
-    body = bytearray(length)
+    over; a fresh buffer on huge pages fills ~3x faster); `on_bytes()` after each piece, so that
+    a slow link still counts as a node that answers."""
+    body = private_buffer(length)
     position = 0
     while position < length:
         chunk = await reader.read(min(length - position, WRITE_SLICE_BYTES))
