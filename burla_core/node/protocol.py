@@ -41,7 +41,7 @@ from typing import Any
 
 import msgpack
 
-from ..memory import bytes_copy
+from ..memory import bytes_copy, private_buffer
 from ..serialization import OutOfBandPickle
 
 API_PREFIX = "/v1"
@@ -225,9 +225,9 @@ def _read_header(view: memoryview, pos: int, fixed: int, fixed_mask: int, wide: 
     return int.from_bytes(view[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
-def _decode_results_in_place(body) -> list:
-    """[seq, "results", [[index, payload], ...]] with big payloads as views of `body`: a 100 MB
-    result is not copied again on its way to the caller."""
+def _decode_results_in_place(body, keep_views: bool) -> list:
+    """[seq, "results", [[index, payload], ...]] with big payloads as views of `body` (a 100 MB
+    result is not copied again on its way to the caller), or, unless `keep_views`, copies."""
     view = memoryview(body)
     count, pos = _read_header(view, 0, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
     if count != 3:
@@ -267,25 +267,38 @@ def _decode_results_in_place(body) -> list:
                 buffer, pos = read_bin(pos + 1)
                 buffers.append(buffer)
                 is_bytes_list.append(is_bytes)
-            results.append([input_index, _received_payload(bytes(payload), buffers, is_bytes_list)])
+            results.append([input_index, _received_payload(bytes(payload), buffers, is_bytes_list, keep_views)])
         else:
-            results.append([input_index, payload if len(payload) >= BIG_PIECE_BYTES else bytes(payload)])
+            results.append([input_index, payload if keep_views and len(payload) >= BIG_PIECE_BYTES else bytes(payload)])
     if pos != len(view):
         raise _NotInPlace
     return [seq, "results", results]
 
 
-def _received_payload(data, buffers: list, is_bytes_list: list) -> OutOfBandPickle:
+def _received_payload(data, buffers: list, is_bytes_list: list, keep_views: bool = True) -> OutOfBandPickle:
     """An out-of-band result as received: the contents of bytes objects become bytes now, while
-    their views are still writable (the fast copy needs that); the rest stay views."""
-    buffers = [bytes_copy(buffer) if is_bytes and not isinstance(buffer, bytes) else buffer for buffer, is_bytes in zip(buffers, is_bytes_list)]
-    return OutOfBandPickle(data, buffers, is_bytes_list)
+    their views are still writable (the fast copy needs that); the rest stay views, unless
+    `keep_views` is false (the frame's buffer is about to be reused)."""
+    kept = []
+    for buffer, is_bytes in zip(buffers, is_bytes_list):
+        if isinstance(buffer, bytes):
+            pass
+        elif is_bytes:
+            buffer = bytes_copy(buffer)
+        elif not keep_views:
+            copy = private_buffer(buffer.nbytes)
+            copy[:] = buffer
+            buffer = copy
+        kept.append(buffer)
+    return OutOfBandPickle(data, kept, is_bytes_list)
 
 
-def decode_frame_body(body: bytes | bytearray) -> list:
+def decode_frame_body(body: bytes | bytearray | memoryview, keep_views: bool = True) -> list:
+    """A frame's [seq, kind, data]. With `keep_views`, big payloads are views of `body`; without,
+    nothing refers to `body` afterwards (it may be reused for the next frame)."""
     if len(body) >= BIG_PIECE_BYTES:
         try:
-            return _decode_results_in_place(body)
+            return _decode_results_in_place(body, keep_views)
         except (_NotInPlace, IndexError):
             pass
     frame = msgpack.unpackb(body, raw=False, use_list=True)
