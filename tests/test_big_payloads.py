@@ -320,10 +320,15 @@ def test_stdio_workers_round_trip_big_payloads(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
     values = big_values()
     values.pop("PickleBuffer type")  # a class of this test module: the container would need it
-    results = rpm(echo, [(value,) for value in values.values()], image="example/image:1", func_ram=1)
-    for (name, value), result in zip(values.items(), results):
-        assert same(result, value), f"{name}: got {type(result).__name__} over stdio"
     from burla_backend_local.containers import _pools
 
-    container_workers = [w for p in _pools.values() for w in p._live.values()]
-    assert container_workers and all(w.arenas is None for w in container_workers), "a container worker got shared memory"
+    image = "example/big-payloads:1"  # a pool of its own: other tests' container pools stay cold
+    try:
+        results = rpm(echo, [(value,) for value in values.values()], image=image, func_ram=1)
+        for (name, value), result in zip(values.items(), results):
+            assert same(result, value), f"{name}: got {type(result).__name__} over stdio"
+        container_workers = [w for key, p in _pools.items() if key[1] == image for w in p._live.values()]
+        assert container_workers and all(w.arenas is None for w in container_workers), "a container worker got shared memory"
+    finally:
+        for key in [key for key in _pools if key[1] == image]:
+            _pools.pop(key).shutdown()
