@@ -158,8 +158,10 @@ def dumps(value: Any) -> bytes:
 def dumps_payload(value: Any) -> Payload:
     """`value` pickled with its big buffers out of band (an OutOfBandPickle), or plain bytes
     when it has none."""
-    stand_ins = _with_stand_ins(value)
     kind = type(value)
+    if kind in _SMALL:  # hot: a worker returns many numbers
+        return pickle.dumps(value, PROTOCOL)
+    stand_ins = _with_stand_ins(value)
     if stand_ins is None and (kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))):
         return pickle.dumps(value, PROTOCOL)
     buffers: list = []
