@@ -14,7 +14,8 @@ system's warm processes, imports or memory never colour another's figure. Two ki
   from a previous call. Only the map itself is timed.
 
 Each figure is the best of a few repetitions (each cold repetition is a new child process).
-Ratios are Burla's time divided by the peer's: below 1 means Burla is faster.
+Ratios are Burla's time divided by the peer's: below 1 means Burla is faster, except for the
+100 MB round trip, a rate (MB moved per second), where the ratio is Burla's rate over the peer's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ import statistics
 import subprocess
 import sys
 import time
+
+from _harness import child_command, importable, serve_child
+from _harness import in_child as _in_child
+
+SCRIPT = os.path.abspath(__file__)
 
 NOOP_INPUTS = 10_000
 SLEEP_INPUTS = 1_000
@@ -43,6 +49,8 @@ SLEEP_TOLERANCE = 0.03  # within 3% of the ideal
 LATENCY_MAX_SECONDS = 0.020  # median of 1-input calls once the workers are warm
 MILLION_MAX_RISE_BYTES = 250 * 1000 * 1000
 WORKER_EXIT_SECONDS = 2.0  # how long workers may take to go once their caller has exited
+BIG_BYTES = 100 * 1000 * 1000
+BIG_MIN_MB_S = 1000  # one 100 MB input and its 100 MB result: (200 MB moved) / round-trip time
 
 
 def noop(x):
@@ -56,6 +64,10 @@ def sleep_10ms(x):
 
 def worker_pid(_):
     return os.getpid()
+
+
+def echo(value):
+    return value
 
 
 # --- the measurements, each run inside a child process -----------------------------------------
@@ -251,6 +263,41 @@ def child_plugin_load() -> dict:
     return {"seconds": seconds, "packages": new_packages, "backends": plugins.installed_backends()}
 
 
+def big_value(kind: str):
+    if kind == "numpy":
+        import numpy
+
+        return numpy.frombuffer(os.urandom(BIG_BYTES), dtype=numpy.uint8).copy()
+    return os.urandom(BIG_BYTES)
+
+
+def child_big_round_trip(system: str, kind: str, repetitions: int) -> dict:
+    """One 100 MB input echoed back, on a pool that is warm (it has run one such call)."""
+    value = big_value(kind)
+    if system == "ray":
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        remote_echo = ray.remote(echo)
+        run_map = lambda f, xs: ray.get([remote_echo.remote(x) for x in xs])  # noqa: E731
+        close = ray.shutdown
+    else:
+        _import_for(system)
+        run_map, close = _map_with("pool_default" if system == "pool" else system, echo, [value])
+    times = []
+    for _ in range(repetitions + 1):  # the first one warms the pool up
+        started = time.perf_counter()
+        result = run_map(echo, [value])[0]
+        times.append(time.perf_counter() - started)
+        same = (result == value).all() if kind == "numpy" else result == value
+        if not same:
+            raise SystemExit(f"{system} {kind}: the result differs from the input")
+        del result
+    close()
+    best = min(times[1:])
+    return {"seconds": best, "mb_s": 2 * BIG_BYTES / 1e6 / best, "all": times}
+
+
 CHILD_TASKS = {
     "plugin_load": child_plugin_load,
     "noop_cold": child_noop_cold,
@@ -260,26 +307,15 @@ CHILD_TASKS = {
     "latency": child_latency,
     "pids": child_report_worker_pids,
     "million": child_million,
+    "big": child_big_round_trip,
 }
-
-
-def run_child_task(task: str, args: list) -> None:
-    result = CHILD_TASKS[task](*args)
-    print("BENCH-RESULT " + json.dumps(result), flush=True)
 
 
 # --- the parent: runs children, prints the table and the targets -------------------------------
 
 
 def in_child(task: str, *args, timeout: float = 600) -> dict:
-    command = [sys.executable, os.path.abspath(__file__), "--child", task, json.dumps(list(args))]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    for line in done.stdout.splitlines():
-        if line.startswith("BENCH-RESULT "):
-            return json.loads(line[len("BENCH-RESULT "):])
-    raise RuntimeError(
-        f"child {task}{args} failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    )
+    return _in_child(SCRIPT, task, *args, timeout=timeout)
 
 
 def best_of_children(task: str, repetitions: int, *args) -> dict:
@@ -290,11 +326,53 @@ def best_of_children(task: str, repetitions: int, *args) -> dict:
 
 
 def dask_available() -> bool:
-    try:
-        import distributed  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importable("distributed")
+
+
+def big_round_trips(repetitions: int) -> dict:
+    """{(system, kind): figures} for the 100 MB round trip: Burla, Pool, ProcessPoolExecutor,
+    and Ray when it is installed; numpy arrays too when numpy is."""
+    kinds = ["bytes"] + (["numpy"] if importable("numpy") else [])
+    systems = ["burla", "pool", "ppe"] + (["ray"] if importable("ray") else [])
+    figures = {}
+    for kind in kinds:
+        for system in systems:
+            log(f"100 MB round trip, {kind}: {system}")
+            figures[(system, kind)] = in_child("big", system, kind, repetitions)
+    return figures
+
+
+BIG_LABELS = {
+    "burla": "burla remote_parallel_map",
+    "pool": "multiprocessing Pool(2).map",
+    "ppe": "ProcessPoolExecutor(2).map",
+    "ray": "Ray remote task (object store)",
+}
+
+
+def print_big_round_trips(figures: dict, report: "Report | None", heading: str) -> None:
+    kinds = sorted({kind for _, kind in figures}, key=["bytes", "numpy"].index)
+    print(f"\n== {heading} ==")
+    rows = []
+    for kind in kinds:
+        ours = figures.get(("burla", kind))
+        for system, label in BIG_LABELS.items():
+            measured = figures.get((system, kind))
+            if measured is None:
+                continue
+            ratio = "" if system == "burla" or ours is None else f"{ours['mb_s'] / measured['mb_s']:.2f}x"
+            rows.append([f"{kind}: {label}", fmt_seconds(measured["seconds"]), f"{measured['mb_s']:,.0f} MB/s", ratio])
+    table(rows, ["system", "round trip", "moved", "burla/peer (rate)"])
+    if not any(system == "ray" for system, _ in figures):
+        print("(Ray not installed: no Ray figure)")
+    if report is not None:
+        for kind in kinds:
+            ours = figures[("burla", kind)]
+            report.target(
+                f"100 MB {kind} input + result on local >= {BIG_MIN_MB_S:,} MB/s moved",
+                f"{ours['mb_s']:,.0f} MB/s ({fmt_seconds(ours['seconds'])})",
+                ours["mb_s"] >= BIG_MIN_MB_S,
+            )
 
 
 def _process_gone(pid: int) -> bool:
@@ -322,7 +400,7 @@ def worker_lifetime(caller_exit: str) -> dict:
     """`caller_exit`: "exit" (the caller returns normally) or "SIGKILL" (the caller is killed).
     The clock starts when the caller has exited (waited for), not when its pipes close: the
     workers inherit them."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", "pids", json.dumps([caller_exit == "SIGKILL"])]
+    command = child_command(SCRIPT, "pids", caller_exit == "SIGKILL")
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         pids = json.loads(child.stdout.readline())["pids"]
@@ -385,16 +463,13 @@ def log(text: str) -> None:
 
 
 def main() -> int:
+    if serve_child(CHILD_TASKS):
+        return 0
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute and a half)")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target fails")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask peer (the slowest part)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("child_args", nargs="?", help=argparse.SUPPRESS)
     options = parser.parse_args()
-    if options.child:
-        run_child_task(options.child, json.loads(options.child_args or "[]"))
-        return 0
 
     cold_reps, warm_reps, dask_reps, sleep_reps = (2, 3, 1, 2) if options.quick else (5, 5, 1, 3)
     use_dask = not options.no_dask and dask_available()
@@ -548,6 +623,13 @@ def main() -> int:
         f"{'complete' if million_burla['ok'] else 'WRONG RESULTS'} in {fmt_seconds(million_burla['seconds'])}, "
         f"rise {million_burla['rise'] / 1e6:.0f} MB",
         million_burla["ok"] and million_burla["rise"] < MILLION_MAX_RISE_BYTES,
+    )
+
+    # 5. One 100 MB input and its 100 MB result.
+    big = big_round_trips(2 if options.quick else 3)
+    print_big_round_trips(
+        big, report, "one 100 MB input and its 100 MB result, warm: (200 MB moved) / round-trip time, best of "
+        f"{2 if options.quick else 3}",
     )
 
     report.print_targets()

@@ -30,7 +30,7 @@ from .errors import BurlaError, JobCanceled, RemoteTraceback
 from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobStore
 from .jobwriter import JobWriter
 from .run import start_run
-from .serialization import dumps_input, error_info, exception_for, load_result, rebuild_exception
+from .serialization import as_one_pickle, dumps_input, error_info, exception_for, load_result, rebuild_exception
 from .types import ErrorInfo, JobProgress, JobSpec
 
 POLL_MIN_SECONDS = 0.02
@@ -68,7 +68,7 @@ def run_detached(
 
 def _pickled_inputs(indexed_inputs: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, bytes]]:
     for input_index, value in indexed_inputs:
-        yield input_index, dumps_input(input_index, value)
+        yield input_index, as_one_pickle(dumps_input(input_index, value))  # the store keeps blobs
 
 
 def caller_python_path() -> list[str]:
@@ -297,7 +297,7 @@ def run_job(job_id: str, store_path: Path) -> int:
         stream = run._stream()
         try:
             for input_index, payload in stream:
-                writer.add_result(input_index, payload)
+                writer.add_result(input_index, as_one_pickle(payload))
         finally:
             stream.close()  # on cancel: stops the job's calls before the status is written
         if errors:

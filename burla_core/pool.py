@@ -9,7 +9,9 @@
 
 Each job gets up to `slots` workers of its own, so several jobs run side by side. Workers stay
 alive between jobs (a second call starts in milliseconds) and exit with this process: the pool
-stops them at exit, and each worker also watches its parent.
+stops them at exit, and each worker also watches its parent. A forked worker also shares two
+memory arenas with the pool, through which the big buffers of inputs and results travel instead
+of the pipes (channel.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Callable
 import multiprocess
 from multiprocess import connection as mp_connection
 
+from . import channel
+from .channel import ArenaPair, decode_result, encode_inputs
 from .types import ERROR, LOGS, NOTICE, RESULTS, WORKER_DIED, ErrorInfo
 from .worker import pack, unpack, worker_main
 
@@ -83,6 +87,7 @@ class Worker:
     batch: "OutstandingBatch | None" = None
     kill_reason: str | None = None
     cancel_deadline: float | None = None
+    arenas: ArenaPair | None = None  # memory shared with a forked worker (None: all goes inline)
 
     @property
     def pid(self) -> int:
@@ -222,16 +227,29 @@ class WorkerPool:
         current_job = context.RawValue("q", 0)
         cancel_job = context.RawValue("q", 0)
         env = {"CUDA_VISIBLE_DEVICES": str(gpu_index)} if gpu_index is not None else {}
+        # Shared arenas need the worker to inherit them: a forked worker, on Linux.
+        arenas = ArenaPair.create(context.RawValue) if self._shares_arenas() else None
         process = context.Process(
             target=worker_main,
-            args=(inbox_r, outbox_w, current_index, current_job, cancel_job, env, os.getpid()),
+            args=(inbox_r, outbox_w, current_index, current_job, cancel_job, env, os.getpid(), None, arenas),
             name="burla-worker",
             daemon=False,  # daemonic processes may not start children: nested jobs need that
         )
-        process.start()
+        channel.forking_worker(arenas)
+        try:
+            process.start()
+        except BaseException:
+            if arenas is not None:
+                arenas.close()
+            raise
+        finally:
+            channel.forking_worker(None)
         inbox_r.close()
         outbox_w.close()
-        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile)
+        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, arenas=arenas)
+
+    def _shares_arenas(self) -> bool:
+        return self._context.get_start_method() == "fork" and channel.arenas_supported()
 
     def _take_worker(self, job: PoolJob) -> Worker:
         """An idle worker of the right kind, or a new one. A GPU job's workers each own one GPU
@@ -269,7 +287,7 @@ class WorkerPool:
                 if worker.loaded_job != job.job_key:
                     worker.send(["job", job.job_key, job.function_bytes, job.env])
                     worker.loaded_job = job.job_key
-                worker.send(["batch", job.job_key, batch_id, items])
+                worker.send(["batch", job.job_key, batch_id, encode_inputs(items, worker.arenas)])
             except (BrokenPipeError, OSError):
                 pass  # it died; the reader thread sees its sentinel and requeues the batch
 
@@ -305,6 +323,8 @@ class WorkerPool:
                 connection.close()
             except OSError:
                 pass
+        if worker.arenas is not None:
+            worker.arenas.close()  # the kernel frees them once the worker is gone too
 
     def _wake(self) -> None:
         try:
@@ -349,9 +369,15 @@ class WorkerPool:
     def _handle(self, worker: Worker, items: list) -> None:
         results: dict[int, list] = {}
         logs: dict[int, list] = {}
+        released = 0
         for item in items:
             kind = item[0]
             job = self._jobs.get(item[1])
+            if kind == "r" and type(item[3]) is list:
+                # Copied out of the worker's arena now, even for a canceled job: the worker may
+                # reuse that memory once told so (below).
+                item[3], generation = decode_result(item[3], worker.arenas)
+                released = max(released, generation)
             if kind == "s":
                 worker.current_index.value = item[2]
                 continue
@@ -378,6 +404,8 @@ class WorkerPool:
             elif kind == "d":
                 self._flush_events(results, logs)
                 self._batch_done(worker)
+        if released:
+            worker.arenas.released.value = released
         self._flush_events(results, logs)
 
     def _flush_events(self, results: dict, logs: dict) -> None:
@@ -450,9 +478,13 @@ class WorkerPool:
         self._dispatch(job)
 
     def _watch(self) -> None:
-        """Kill workers over their job's func_ram, or ignoring a cancel past its deadline."""
+        """Kill workers over their job's func_ram, or ignoring a cancel past its deadline; give
+        back the arena pages of workers that moved nothing big for a while."""
         now = time.monotonic()
         for worker in list(self._live.values()):
+            arenas = worker.arenas
+            if arenas is not None and worker.batch is None and arenas.holds_pages and arenas.idle_for(now) > channel.ARENA_KEEP_SECONDS:
+                arenas.give_back_pages()
             if worker.kill_reason is not None:
                 continue
             if worker.cancel_deadline is not None and now > worker.cancel_deadline:

@@ -3,6 +3,14 @@
 Plain values (numbers, strings, bytes, None and flat tuples of them) go through the C pickler,
 which is ~7x faster than cloudpickle; everything else goes through cloudpickle, so lambdas,
 closures and classes defined in `__main__` travel by value to machines that lack them.
+
+Big buffers travel beside the pickle, never copied into it (pickle protocol 5, out of band): an
+input or result holding a buffer of OUT_OF_BAND_BYTES or more pickles to an `OutOfBandPickle`
+(the small pickle plus views of the buffers themselves), anything else to plain `bytes`. Numpy
+arrays (and any type whose reducer hands pickle a `PickleBuffer`) go out of band wherever they
+sit; `bytes`, `bytearray` and `memoryview` do when they are the value itself or an element of
+an argument or result tuple (the C pickler never asks about them elsewhere). A payload is
+unpickled by one function, `loads`, whatever its form.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import pickle
 import traceback
 import types
 from collections import ChainMap
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import cloudpickle
 
@@ -34,8 +43,11 @@ MAX_FUNCTION_BYTES = 100 * 1000 * 1000
 MAX_INPUT_BYTES = 200 * 1000 * 1000
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+OUT_OF_BAND_BYTES = 1 << 20  # a buffer this big travels beside the pickle, not inside it
+
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _SMALL = frozenset({int, float, bool, type(None)})  # values whose pickle cannot be large
+_BUFFERS = frozenset({bytes, bytearray, memoryview})
 
 
 def _code_reduce_keeping_filename(code: types.CodeType):
@@ -54,20 +66,154 @@ class _Pickler(cloudpickle.Pickler):
         dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
 
 
-def cloudpickle_dumps(value: Any) -> bytes:
+def cloudpickle_dumps(value: Any, buffer_callback=None) -> bytes:
     with io.BytesIO() as buffer:
-        _Pickler(buffer, protocol=PROTOCOL).dump(value)
+        _Pickler(buffer, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(value)
         return buffer.getvalue()
 
 
+@dataclass(eq=False)
+class OutOfBandPickle:
+    """A pickle whose big buffers travel beside it: `pickle.loads(data, buffers=buffers)`.
+
+    `buffers` are flat, contiguous byte buffers (memoryview, bytes, a mapped region). `is_bytes[i]`
+    says buffer i is the content of a `bytes` object: a receiver that must copy it anyway may
+    hand it over as a `bytes` object, which the reconstructor then takes as it is. `len()` is the
+    whole payload's size, as for a plain pickle."""
+
+    data: bytes
+    buffers: list
+    is_bytes: list
+
+    def __len__(self) -> int:
+        return len(self.data) + sum(memoryview(buffer).nbytes for buffer in self.buffers)
+
+
+Payload = Union[bytes, OutOfBandPickle]  # what an input or a result travels as
+
+
+def _as_bytes(buffer) -> bytes:
+    return buffer if type(buffer) is bytes else bytes(buffer)
+
+
+def _as_memoryview(buffer, format: str, shape: tuple, readonly: bool) -> memoryview:
+    view = memoryview(buffer).cast("B")
+    if format != "B" or len(shape) != 1:
+        view = view.cast(format, shape)
+    return view.toreadonly() if readonly else view
+
+
+class _WholeBuffer:
+    """Stands in for a bytes, bytearray or memoryview while pickling, so that its content is a
+    PickleBuffer, which protocol 5 sends out of band (exact bytes never reach a reducer)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: int):
+        value = self.value
+        kind = type(value)
+        if kind is bytes:
+            return _as_bytes, (pickle.PickleBuffer(value),)
+        if kind is bytearray:
+            return bytearray, (pickle.PickleBuffer(value),)
+        if value.format not in _NATIVE_FORMATS:
+            raise TypeError(f"cannot pickle a memoryview of format {value.format!r}; return bytes(view) instead")
+        content = value if value.c_contiguous else memoryview(value.tobytes()).cast(value.format, value.shape)
+        return _as_memoryview, (pickle.PickleBuffer(content), value.format, value.shape, value.readonly)
+
+
+_NATIVE_FORMATS = frozenset("bBhHiIlLqQnNfdec?")
+
+
+def _stand_in(value):
+    kind = type(value)
+    if kind in _BUFFERS and (kind is memoryview or len(value) >= OUT_OF_BAND_BYTES):
+        return _WholeBuffer(value)
+    return value
+
+
+def _with_stand_ins(value):
+    """`value` with its big bytes / bytearray and every memoryview (itself, or as an element of a
+    tuple) replaced by stand-ins; None when there is none (the common case: nothing to do)."""
+    kind = type(value)
+    if kind in _BUFFERS:
+        stand_in = _stand_in(value)
+        return None if stand_in is value else stand_in
+    if kind is tuple and any(type(v) in _BUFFERS for v in value):
+        replaced = tuple(_stand_in(v) for v in value)
+        return replaced if any(type(v) is _WholeBuffer for v in replaced) else None
+    return None
+
+
 def dumps(value: Any) -> bytes:
+    """One self-contained pickle (buffers inside it): for whatever must be a single blob."""
     kind = type(value)
     if kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value)):
         return pickle.dumps(value, PROTOCOL)
+    if kind is memoryview or (kind is tuple and any(type(v) is memoryview for v in value)):
+        value = _with_stand_ins(value)
     return cloudpickle_dumps(value)
 
 
-loads = pickle.loads
+def dumps_payload(value: Any) -> Payload:
+    """`value` pickled with its big buffers out of band (an OutOfBandPickle), or plain bytes
+    when it has none."""
+    kind = type(value)
+    if kind in _SMALL:  # hot: a worker returns many numbers
+        return pickle.dumps(value, PROTOCOL)
+    stand_ins = _with_stand_ins(value)
+    if stand_ins is None and (kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))):
+        return pickle.dumps(value, PROTOCOL)
+    buffers: list = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+        raw = buffer.raw()
+        if raw.nbytes < OUT_OF_BAND_BYTES:
+            return True  # small: inside the pickle
+        buffers.append(raw)
+        return False
+
+    target = value if stand_ins is None else stand_ins
+    if type(target) is _WholeBuffer or (type(target) is tuple and all(type(v) in _PLAIN or type(v) is _WholeBuffer for v in target)):
+        data = pickle.dumps(target, PROTOCOL, buffer_callback=out_of_band)
+    else:
+        data = cloudpickle_dumps(target, buffer_callback=out_of_band)
+    if not buffers:
+        return data
+    return OutOfBandPickle(data, buffers, [type(raw.obj) is bytes for raw in buffers])
+
+
+def loads(payload: Payload | memoryview) -> Any:
+    """The value of a payload, in either form."""
+    if type(payload) is OutOfBandPickle:
+        return pickle.loads(payload.data, buffers=payload.buffers)
+    return pickle.loads(payload)
+
+
+def as_one_pickle(payload: Payload) -> bytes:
+    """A payload as one self-contained pickle, for storing it (the job store keeps blobs): the
+    out-of-band buffers go inside, and `pickle.loads` of the result gives the value."""
+    if type(payload) is not OutOfBandPickle:
+        return payload
+    inside = [bytes(buffer) if is_bytes else bytearray(buffer) for buffer, is_bytes in zip(payload.buffers, payload.is_bytes)]
+    return pickle.dumps(_Joined(payload.data, inside), PROTOCOL)
+
+
+class _Joined:
+    __slots__ = ("data", "buffers")
+
+    def __init__(self, data: bytes, buffers: list) -> None:
+        self.data, self.buffers = data, buffers
+
+    def __reduce__(self):
+        return _loads_joined, (self.data, self.buffers)
+
+
+def _loads_joined(data: bytes, buffers: list) -> Any:
+    return pickle.loads(data, buffers=buffers)
 
 
 def describe(value: Any) -> str:
@@ -101,13 +247,13 @@ def as_args(value: Any) -> tuple:
     return value if type(value) is tuple else (value,)
 
 
-def dumps_input(input_index: int, value: Any) -> bytes:
+def dumps_input(input_index: int, value: Any) -> Payload:
     """The pickled *args of one input (hot: runs once per input in the caller)."""
     kind = type(value)
     if kind in _SMALL:
         return pickle.dumps((value,), PROTOCOL)
     try:
-        payload = dumps(value if kind is tuple else (value,))
+        payload = dumps_payload(value if kind is tuple else (value,))
     except Exception as error:
         raise UnpicklableInput(
             f"input {input_index} ({describe(value)}) cannot be pickled ({type(error).__name__}: {error})",
@@ -224,10 +370,10 @@ def exception_for(input_index: int, info: ErrorInfo) -> BaseException:
     return rebuild_exception(info, input_index)
 
 
-def load_result(input_index: int, payload: bytes | memoryview) -> Any:
-    """One result, unpickled in the caller."""
+def load_result(input_index: int, payload: Payload | memoryview) -> Any:
+    """One result, unpickled in the caller (a plain pickle, or one with out-of-band buffers)."""
     try:
-        return pickle.loads(payload)
+        return loads(payload)
     except Exception as error:
         raise UnpicklableResult(
             f"the return value of input {input_index} cannot be unpickled here ({type(error).__name__}: {error}); "

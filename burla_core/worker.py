@@ -9,7 +9,8 @@
 Messages are msgpack lists. Pool → worker: ["job", job, function_bytes, env],
 ["batch", job, batch_id, [[index, payload], ...]], ["stop"]. Worker → pool: a list of items
 ["r", job, index, pickled_result], ["l", job, index, stream, text], ["e", job, index, info],
-["d", job, batch_id] (batch finished).
+["d", job, batch_id] (batch finished). A payload is pickle bytes, or a pickle whose big buffers
+travel beside it, in memory shared with the pool when the worker has it (channel.py).
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
 pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
@@ -29,8 +30,9 @@ import time
 
 import msgpack
 
+from .channel import decode_input, encode_result
 from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
-from .serialization import dumps, error_info
+from .serialization import dumps_payload, error_info, loads
 from .types import UNPICKLABLE_RESULT
 
 COALESCE_SECONDS = 0.002
@@ -152,7 +154,15 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def worker_main(
-    inbox, outbox_connection, current_index, current_job, cancel_job, env: dict, parent_pid: int | None, outbox_ref=None
+    inbox,
+    outbox_connection,
+    current_index,
+    current_job,
+    cancel_job,
+    env: dict,
+    parent_pid: int | None,
+    outbox_ref=None,
+    arenas=None,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     os.environ.update(env)
@@ -194,7 +204,7 @@ def worker_main(
             else:
                 sys.stdout, sys.stderr = stdout, stderr
                 try:
-                    _run_batch(function, job, items, state, outbox, stdout, stderr)
+                    _run_batch(function, job, items, state, outbox, stdout, stderr, arenas)
                 finally:
                     sys.stdout, sys.stderr = real_stdout, real_stderr
             outbox.add(["d", job, batch_id])
@@ -215,7 +225,7 @@ def worker_main(
             os._exit(0)
 
 
-def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
+def _run_batch(function, job, items, state, outbox, stdout, stderr, arenas) -> None:
     stdout.job = stderr.job = job
     state.current_job.value = job
     if isinstance(state.current_index, _ReportingIndex):
@@ -229,7 +239,7 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
         try:
             try:
                 state.in_call = True
-                result = function(*pickle.loads(payload))
+                result = function(*(pickle.loads(payload) if type(payload) is bytes else loads(decode_input(payload, arenas))))
                 state.in_call = False
             except CancelInput:
                 raise
@@ -243,7 +253,7 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
             stdout.end_input()
             stderr.end_input()
             try:
-                add(["r", job, input_index, dumps(result)])
+                add(["r", job, input_index, encode_result(dumps_payload(result), arenas, outbox.flush)])
             except Exception as error:
                 add(["e", job, input_index, error_info(error, 0, kind=UNPICKLABLE_RESULT).to_wire()])
         except CancelInput:

@@ -305,3 +305,18 @@ def test_the_conformance_suite_brings_up_its_own_agents_and_passes():
         capture_output=True, text=True, env=env, timeout=600, cwd=REPO,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+def echo(value):
+    return value
+
+
+def test_big_inputs_and_results_of_every_form_round_trip_through_a_node(three_nodes, use_nodes):
+    use_nodes(three_nodes[:1])
+    data = os.urandom(12 * 1000 * 1000)
+    values = [data, bytearray(data[:3_000_000]), memoryview(data).cast("i", (1000, 3000)), (data, 5)]
+    results = remote_parallel_map(echo, [(value,) for value in values], spinner=False)
+    assert results[0] == data and type(results[0]) is bytes
+    assert results[1] == bytearray(data[:3_000_000]) and type(results[1]) is bytearray
+    assert results[2].format == "i" and results[2].shape == (1000, 3000) and results[2].tobytes() == data
+    assert results[3] == (data, 5)

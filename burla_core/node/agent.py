@@ -31,6 +31,7 @@ import time
 
 from aiohttp import web
 
+from ..buffers import private_buffer
 from ..gpus import describe_func_gpu, matching
 from ..machine import GIB
 from ..pool import WorkerPool, shared_pool
@@ -160,7 +161,7 @@ class NodeAgent:
         job.last_contact = time.monotonic()
         return job
 
-    async def _read_body(self, request: web.Request, limit: int, what: str) -> bytearray:
+    async def _read_body(self, request: web.Request, limit: int, what: str) -> bytearray | memoryview:
         """The whole body, read into one buffer (big bodies arrive in many pieces; joining them
         again and again would cost more than the network)."""
         declared = request.content_length
@@ -171,7 +172,7 @@ class NodeAgent:
         content = request.content
         try:
             if declared is not None:
-                body = bytearray(declared)
+                body = private_buffer(declared)  # huge pages: filling it costs ~3x less
                 position = 0
                 while position < declared:
                     chunk = await content.read(min(declared - position, WRITE_SLICE_BYTES))

@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 
 import aiohttp
 
+from ..buffers import private_buffer
 from ..errors import InvalidArgument, ServerError, UnauthorizedError
 from .loop import LoopThread, loop_thread, on_exit_close_clients
 from .protocol import API_PREFIX, FRAME_HEADER, MAX_FRAME_BYTES, MSGPACK_CONTENT_TYPE, WRITE_SLICE_BYTES, ProtocolError, decode_frame_body, slices
@@ -23,6 +24,7 @@ CONNECT_SECONDS = 3.0
 STALL_SECONDS = 3.0  # no byte on an event stream for this long: drop it and reconnect
 REQUEST_SECONDS = 30.0
 LARGE_FRAME_BYTES = 1 << 20
+RECEIVE_BUFFER_KEEP_SECONDS = 10.0  # a node's buffer for big frames is kept this long unused
 
 
 class NodeUnreachable(Exception):
@@ -103,6 +105,10 @@ class NodeClient:
         self.ssl = ssl_context_for(self.url, ca_file, ca_pem)
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
+        self._receive_buffer: memoryview | None = None
+        self._receive_buffer_taken = False
+        self._receive_view: memoryview | None = None
+        self._receive_buffer_drop: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:  # never show the token
         return f"NodeClient({self.url!r})"
@@ -116,6 +122,35 @@ class NodeClient:
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:
             await self._session.close()
+
+    def take_receive_buffer(self, length: int) -> memoryview:
+        """A buffer for one big frame, reused from frame to frame while they keep coming (filling
+        pages already mapped costs a fraction of faulting fresh ones in); a fresh one while
+        another stream of this node has it. Frames read into it are decoded without keeping
+        views of it, and it is handed back with `give_back_receive_buffer`."""
+        buffer = self._receive_buffer
+        if self._receive_buffer_taken:
+            return private_buffer(length)
+        if buffer is None or buffer.nbytes < length:
+            self._receive_buffer = None  # drop the old one before mapping a bigger one
+            buffer = self._receive_buffer = private_buffer(length)
+        self._receive_buffer_taken = True
+        self._receive_view = buffer[:length]
+        return self._receive_view
+
+    def give_back_receive_buffer(self, view: memoryview) -> None:
+        if view is self._receive_view:
+            self._receive_buffer_taken = False
+            self._receive_view = None
+        view.release()
+        if self._receive_buffer_drop is not None:
+            self._receive_buffer_drop.cancel()
+        self._receive_buffer_drop = asyncio.get_running_loop().call_later(RECEIVE_BUFFER_KEEP_SECONDS, self._drop_receive_buffer)
+
+    def _drop_receive_buffer(self) -> None:
+        if not self._receive_buffer_taken:
+            self._receive_buffer = None
+        self._receive_buffer_drop = None
 
     def path(self, suffix: str) -> str:
         return f"{self.url}{API_PREFIX}{suffix}"
@@ -203,9 +238,14 @@ class NodeClient:
                         raise ProtocolError(f"node {self.url} sent a frame of {length} bytes")
                     if length <= LARGE_FRAME_BYTES:
                         body = await reader.readexactly(length)
+                        seq, kind, data = decode_frame_body(body)
                     else:
-                        body = await read_into(reader, length, on_bytes)
-                    seq, kind, data = decode_frame_body(body)
+                        body = self.take_receive_buffer(length)
+                        try:
+                            await read_into(reader, body, on_bytes)
+                            seq, kind, data = decode_frame_body(body, keep_views=False)
+                        finally:
+                            self.give_back_receive_buffer(body)
                     on_frame(seq, kind, data)
         except asyncio.IncompleteReadError:
             return  # the stream ended (mid-frame or not): the caller reconnects with after=
@@ -218,10 +258,10 @@ async def _sliced(pieces: list):
         yield piece
 
 
-async def read_into(reader: aiohttp.StreamReader, length: int, on_bytes: Callable[[], None] | None = None) -> bytearray:
-    """`length` bytes of a stream into one buffer (readexactly would join its pieces over and
-    over); `on_bytes()` after each piece, so that a slow link still counts as a node that answers."""
-    body = bytearray(length)
+async def read_into(reader: aiohttp.StreamReader, body: memoryview, on_bytes: Callable[[], None] | None = None) -> memoryview:
+    """Fill `body` from a stream (readexactly would join its pieces over and over); `on_bytes()`
+    after each piece, so that a slow link still counts as a node that answers."""
+    length = body.nbytes
     position = 0
     while position < length:
         chunk = await reader.read(min(length - position, WRITE_SLICE_BYTES))

@@ -21,8 +21,13 @@ A job request is a msgpack map with the fields of `JobRequest` (decode_job_reque
 A batch body is a 4-byte big-endian length, a msgpack map {batch_id, items: [[index, size], ...]}
 of that length, then the pickled inputs themselves, back to back, `size` bytes each. Inputs travel
 as they are, never copied into a msgpack document, so a 100 MB input costs one read on the node.
+An input pickled with out-of-band buffers (serialization.OutOfBandPickle) is the item
+`[index, size, [[is_bytes, buffer_size], ...]]`: its `size` bytes of pickle, then its buffers.
 
-A frame is a 4-byte big-endian length and a msgpack list `[seq, kind, data]`. Events of the job
+A frame is a 4-byte big-endian length and a msgpack list `[seq, kind, data]`. In a results frame,
+data is `[[index, pickle], ...]`, or `[index, pickle, [[is_bytes, buffer], ...]]` for a result
+with out-of-band buffers; big pickles and buffers are written as they are, as the msgpack `bin`
+objects they are (no copy), and read back as views of the received frame. Events of the job
 have seq 1, 2, 3, ... with the kinds of burla_core.types (results, logs, error, notice); frames
 with seq 0 carry no event: "hello" opens every stream (the agent's instance id and the last seq),
 "hb" is a heartbeat sent when nothing else was for HEARTBEAT_SECONDS.
@@ -39,6 +44,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
+
+from ..buffers import bytes_copy, private_buffer
+from ..serialization import OutOfBandPickle
 
 if TYPE_CHECKING:
     from ..envsync.job import JobEnvironment
@@ -77,14 +85,32 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")
 
 
+def _bin_pieces(pieces: list, data) -> None:
+    """`data` as a msgpack bin: small ones copied in, big ones as a piece of their own."""
+    size = memoryview(data).nbytes
+    if size >= BIG_PIECE_BYTES:
+        pieces.append(_bin_header(size))
+        pieces.append(data)
+    else:
+        pieces.append(_bin_header(size) + bytes(data))
+
+
 def encode_frame(seq: int, kind: str, data: Any) -> list:
     """A frame as a list of pieces to write one after the other. Results bigger than
-    BIG_PIECE_BYTES are pieces of their own: the same msgpack bytes, without copying them."""
-    if kind == "results" and any(len(entry[1]) >= BIG_PIECE_BYTES for entry in data):
+    BIG_PIECE_BYTES, and out-of-band buffers, are pieces of their own: the same msgpack bytes,
+    without copying them."""
+    if kind == "results" and any(type(entry[1]) is OutOfBandPickle or len(entry[1]) >= BIG_PIECE_BYTES for entry in data):
         packer = msgpack.Packer(use_bin_type=True)
         pieces: list = [packer.pack_array_header(3) + packer.pack(seq) + packer.pack(kind) + packer.pack_array_header(len(data))]
         for input_index, payload in data:
-            if len(payload) >= BIG_PIECE_BYTES:
+            if type(payload) is OutOfBandPickle:
+                pieces.append(packer.pack_array_header(3) + packer.pack(input_index))
+                _bin_pieces(pieces, payload.data)
+                pieces.append(packer.pack_array_header(len(payload.buffers)))
+                for buffer, is_bytes in zip(payload.buffers, payload.is_bytes):
+                    pieces.append(packer.pack_array_header(2) + packer.pack(bool(is_bytes)))
+                    _bin_pieces(pieces, buffer)
+            elif len(payload) >= BIG_PIECE_BYTES:
                 pieces.append(packer.pack_array_header(2) + packer.pack(input_index) + _bin_header(len(payload)))
                 pieces.append(payload)
             else:
@@ -95,9 +121,21 @@ def encode_frame(seq: int, kind: str, data: Any) -> list:
 
 
 def encode_batch(batch_id: int, items: list) -> list:
-    """A batch upload body as pieces: header, then each pickled input as it is."""
-    head = msgpack.packb({"batch_id": batch_id, "items": [[index, len(payload)] for index, payload in items]}, use_bin_type=True)
-    return [FRAME_HEADER.pack(len(head)) + head] + [payload for _, payload in items]
+    """A batch upload body as pieces: header, then each pickled input as it is (an out-of-band
+    pickle: its pickle, then its buffers)."""
+    described = []
+    payloads = []
+    for index, payload in items:
+        if type(payload) is OutOfBandPickle:
+            sizes = [[bool(is_bytes), memoryview(buffer).nbytes] for buffer, is_bytes in zip(payload.buffers, payload.is_bytes)]
+            described.append([index, len(payload.data), sizes])
+            payloads.append(payload.data)
+            payloads.extend(payload.buffers)
+        else:
+            described.append([index, len(payload)])
+            payloads.append(payload)
+    head = msgpack.packb({"batch_id": batch_id, "items": described}, use_bin_type=True)
+    return [FRAME_HEADER.pack(len(head)) + head] + payloads
 
 
 def decode_batch(body: bytearray | bytes) -> tuple[int, list, int]:
@@ -118,19 +156,31 @@ def decode_batch(body: bytearray | bytes) -> tuple[int, list, int]:
         raise ProtocolError("batch: 'items' is empty")
     view = memoryview(body)
     position = head_end
-    items = []
-    for number, entry in enumerate(entries):
-        if not (isinstance(entry, list) and len(entry) == 2):
-            raise ProtocolError(f"batch: item {number} must be [input_index, size]")
-        input_index, size = entry
-        if type(input_index) is not int or input_index < 0:
-            raise ProtocolError(f"batch: item {number} has input_index {input_index!r}, not an int >= 0")
+
+    def take(size, number: int, what: str) -> memoryview:
+        nonlocal position
         if type(size) is not int or size < 0:
-            raise ProtocolError(f"batch: item {number} has size {size!r}, not an int >= 0")
+            raise ProtocolError(f"batch: item {number} has {what} {size!r}, not an int >= 0")
         if position + size > len(body):
             raise ProtocolError(f"batch: the items declare more payload bytes than the body carries ({len(body) - head_end})")
-        items.append((input_index, view[position : position + size]))
         position += size
+        return view[position - size : position]
+
+    items = []
+    for number, entry in enumerate(entries):
+        if not (isinstance(entry, list) and len(entry) in (2, 3)):
+            raise ProtocolError(f"batch: item {number} must be [input_index, size] or [input_index, size, buffers]")
+        input_index = entry[0]
+        if type(input_index) is not int or input_index < 0:
+            raise ProtocolError(f"batch: item {number} has input_index {input_index!r}, not an int >= 0")
+        payload = take(entry[1], number, "size")
+        if len(entry) == 3:
+            described = entry[2]
+            if not (isinstance(described, list) and described and all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], bool) for b in described)):
+                raise ProtocolError(f"batch: item {number}'s buffers must be a non-empty list of [is_bytes, size]")
+            buffers = [take(size, number, "a buffer size") for _, size in described]
+            payload = OutOfBandPickle(payload, buffers, [is_bytes for is_bytes, _ in described])
+        items.append((input_index, payload))
     if position != len(body):
         raise ProtocolError(f"batch: {len(body) - position} bytes follow the last item's payload")
     return batch_id, items, position - head_end
@@ -182,9 +232,9 @@ def _read_header(view: memoryview, pos: int, fixed: int, fixed_mask: int, wide: 
     return int.from_bytes(view[pos + 1 : pos + 1 + width], "big"), pos + 1 + width
 
 
-def _decode_results_in_place(body) -> list:
-    """[seq, "results", [[index, payload], ...]] with big payloads as views of `body`: a 100 MB
-    result is not copied again on its way to the caller."""
+def _decode_results_in_place(body, keep_views: bool) -> list:
+    """[seq, "results", [[index, payload], ...]] with big payloads as views of `body` (a 100 MB
+    result is not copied again on its way to the caller), or, unless `keep_views`, copies."""
     view = memoryview(body)
     count, pos = _read_header(view, 0, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
     if count != 3:
@@ -194,12 +244,9 @@ def _decode_results_in_place(body) -> list:
     if bytes(view[pos : pos + size]) != b"results":
         raise _NotInPlace
     entries, pos = _read_header(view, pos + size, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
-    results = []
-    for _ in range(entries):
-        pair, pos = _read_header(view, pos, 0x90, 0x0F, {0xDC: 2, 0xDD: 4})
-        if pair != 2:
-            raise _NotInPlace
-        input_index, pos = _read_uint(view, pos)
+    arrays = {0xDC: 2, 0xDD: 4}
+
+    def read_bin(pos: int) -> tuple[memoryview, int]:
         width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(view[pos])
         if width is None:
             raise _NotInPlace
@@ -207,23 +254,70 @@ def _decode_results_in_place(body) -> list:
         pos += 1 + width
         if pos + size > len(view):
             raise ProtocolError("a results frame is shorter than its payloads")
-        payload = view[pos : pos + size]
-        results.append([input_index, payload if size >= BIG_PIECE_BYTES else bytes(payload)])
-        pos += size
+        return view[pos : pos + size], pos + size
+
+    results = []
+    for _ in range(entries):
+        length, pos = _read_header(view, pos, 0x90, 0x0F, arrays)
+        if length not in (2, 3):
+            raise _NotInPlace
+        input_index, pos = _read_uint(view, pos)
+        payload, pos = read_bin(pos)
+        if length == 3:
+            count, pos = _read_header(view, pos, 0x90, 0x0F, arrays)
+            buffers, is_bytes_list = [], []
+            for _ in range(count):
+                pair, pos = _read_header(view, pos, 0x90, 0x0F, arrays)
+                if pair != 2 or view[pos] not in (0xC2, 0xC3):
+                    raise _NotInPlace
+                is_bytes = view[pos] == 0xC3
+                buffer, pos = read_bin(pos + 1)
+                buffers.append(buffer)
+                is_bytes_list.append(is_bytes)
+            results.append([input_index, _received_payload(bytes(payload), buffers, is_bytes_list, keep_views)])
+        else:
+            results.append([input_index, payload if keep_views and len(payload) >= BIG_PIECE_BYTES else bytes(payload)])
     if pos != len(view):
         raise _NotInPlace
     return [seq, "results", results]
 
 
-def decode_frame_body(body: bytes | bytearray) -> list:
+def _received_payload(data, buffers: list, is_bytes_list: list, keep_views: bool = True) -> OutOfBandPickle:
+    """An out-of-band result as received: the contents of bytes objects become bytes now, while
+    their views are still writable (the fast copy needs that); the rest stay views, unless
+    `keep_views` is false (the frame's buffer is about to be reused)."""
+    kept = []
+    for buffer, is_bytes in zip(buffers, is_bytes_list):
+        if isinstance(buffer, bytes):
+            pass
+        elif is_bytes:
+            buffer = bytes_copy(buffer)
+        elif not keep_views:
+            copy = private_buffer(buffer.nbytes)
+            copy[:] = buffer
+            buffer = copy
+        kept.append(buffer)
+    return OutOfBandPickle(data, kept, is_bytes_list)
+
+
+def decode_frame_body(body: bytes | bytearray | memoryview, keep_views: bool = True) -> list:
+    """A frame's [seq, kind, data]. With `keep_views`, big payloads are views of `body`; without,
+    nothing refers to `body` afterwards (it may be reused for the next frame)."""
     if len(body) >= BIG_PIECE_BYTES:
         try:
-            return _decode_results_in_place(body)
+            return _decode_results_in_place(body, keep_views)
         except (_NotInPlace, IndexError):
             pass
     frame = msgpack.unpackb(body, raw=False, use_list=True)
     if not (isinstance(frame, list) and len(frame) == 3 and isinstance(frame[0], int) and isinstance(frame[1], str)):
         raise ProtocolError("a frame must be [seq, kind, data]")
+    if frame[1] == "results" and isinstance(frame[2], list):
+        for entry in frame[2]:
+            if isinstance(entry, list) and len(entry) == 3:
+                try:
+                    entry[1:] = [_received_payload(entry[1], [b for _, b in entry[2]], [bool(i) for i, _ in entry[2]])]
+                except (TypeError, ValueError):
+                    raise ProtocolError("a result with buffers must be [index, pickle, [[is_bytes, buffer], ...]]") from None
     return frame
 
 

@@ -24,7 +24,7 @@ from burla_core import hookimpl
 from burla_core.errors import NoCompatibleNodes
 from burla_core.hookspecs import ProvisionerRecord, TestEnvironment, TestEnvironmentRecord, TransportRecord
 from burla_core.interfaces import NodeSession, Provisioner, Transport
-from burla_core.serialization import dumps, error_info
+from burla_core.serialization import dumps_payload, error_info, loads
 from burla_core.types import (
     ERROR,
     LOGS,
@@ -144,7 +144,7 @@ class ThreadsSession(NodeSession):
     def _run_one(self, input_index: int, payload: bytes) -> None:
         output = _running.output = _CallOutput(self.events, self.node_id, input_index)
         try:
-            result = self.function(*pickle.loads(payload))  # payload: the pickled args tuple
+            result = self.function(*loads(payload))  # payload: the pickled args tuple
         except BaseException as error:  # whatever the function raises is the caller's
             output.end()
             if not self.canceled.is_set():
@@ -155,7 +155,7 @@ class ThreadsSession(NodeSession):
             _running.output = None
         output.end()
         try:
-            result_bytes = dumps(result)
+            result_bytes = dumps_payload(result)
         except Exception as error:  # core raises UnpicklableResult for this kind
             self.events.put([ERROR, self.node_id, (input_index, error_info(error, 0, kind=UNPICKLABLE_RESULT))])
             return

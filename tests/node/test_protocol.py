@@ -92,3 +92,52 @@ def test_version_mismatch_names_both_versions():
     assert version_mismatch("3.11.7", "0.1.0", "3.11.2", "0.1.0") is None
     text = version_mismatch("3.11.7", "0.1.0", "3.12.1", "0.2.0")
     assert "3.11.7" in text and "3.12.1" in text and "0.1.0" in text and "0.2.0" in text
+
+
+def _out_of_band(*buffers, is_bytes=None):
+    from burla_core.serialization import OutOfBandPickle
+
+    return OutOfBandPickle(b"the pickle", list(buffers), is_bytes or [True] * len(buffers))
+
+
+@pytest.mark.parametrize("keep_views", [True, False])
+@pytest.mark.parametrize("size", [10, 70_000, 2_000_000])
+def test_results_with_out_of_band_buffers_round_trip(size, keep_views):
+    from burla_core.serialization import OutOfBandPickle
+
+    first, second = os.urandom(size), os.urandom(size + 3)
+    data = [[4, _out_of_band(first, second, is_bytes=[True, False])], [5, b"plain"]]
+    pieces = encode_frame(8, "results", data)
+    if size >= 70_000:
+        assert any(piece is first for piece in pieces), "a big buffer must be a piece of its own, not copied"
+    seq, kind, (entry, plain) = decode_frame_body(bytearray(frame_body(pieces)), keep_views=keep_views)
+    assert (seq, kind, plain[0], bytes(plain[1])) == (8, "results", 5, b"plain")
+    index, payload = entry
+    assert index == 4 and type(payload) is OutOfBandPickle and bytes(payload.data) == b"the pickle"
+    assert payload.is_bytes == [True, False]
+    assert type(payload.buffers[0]) is bytes and payload.buffers[0] == first, "a bytes content must arrive as bytes"
+    assert bytes(payload.buffers[1]) == second
+
+
+def test_batches_carry_out_of_band_inputs():
+    from burla_core.serialization import OutOfBandPickle
+
+    big = os.urandom(300_000)
+    items = [(0, b"plain"), (1, _out_of_band(big, b"xy", is_bytes=[True, False])), (2, b"")]
+    body = bytearray(b"".join(bytes(piece) for piece in encode_batch(7, items)))
+    batch_id, decoded, size = decode_batch(body)
+    assert batch_id == 7 and size == len(body) - 4 - FRAME_HEADER.unpack(body[:4])[0]
+    assert bytes(decoded[0][1]) == b"plain" and bytes(decoded[2][1]) == b""
+    payload = decoded[1][1]
+    assert type(payload) is OutOfBandPickle and bytes(payload.data) == b"the pickle" and payload.is_bytes == [True, False]
+    assert [bytes(buffer) for buffer in payload.buffers] == [big, b"xy"]
+    assert all(isinstance(buffer, memoryview) for buffer in payload.buffers), "inputs must not be copied on the node"
+
+
+@pytest.mark.parametrize("buffers, words", [([], "non-empty"), ([[1, 5]], "is_bytes, size"), ([[True, -1]], "buffer size"), ([[True, 10**9]], "more payload")])
+def test_broken_out_of_band_items_are_named(buffers, words):
+    import msgpack
+
+    head = msgpack.packb({"batch_id": 1, "items": [[0, 2, buffers]]}, use_bin_type=True)
+    with pytest.raises(ProtocolError, match=words):
+        decode_batch(FRAME_HEADER.pack(len(head)) + head + b"ab")
