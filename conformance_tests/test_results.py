@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import inspect
@@ -22,6 +23,13 @@ def power(base, exponent):
 
 def collect_args(*args):
     return args
+
+
+Exponentiation = collections.namedtuple("Exponentiation", "base exponent")
+
+
+class TaggedPair(tuple):
+    """A tuple subclass that is not a namedtuple."""
 
 
 def returns_nothing(x):
@@ -111,6 +119,15 @@ def test_tuple_inputs_unpack_into_args_other_inputs_are_one_argument(rpm):
     )
     got = rpm(power, [(2, 3), (3, 2), (10, 0)])
     assert got == [8, 9, 1], f"power(base, exponent) over tuple inputs gave {got!r}, expected [8, 9, 1]"
+
+
+def test_namedtuple_and_other_tuple_subclass_inputs_unpack_into_args(rpm):
+    got = rpm(power, [Exponentiation(2, 3), Exponentiation(base=3, exponent=2), TaggedPair((10, 2))])
+    assert got == [8, 9, 100], (
+        "Burla unpacks every tuple instance into *args (isinstance(x, tuple)), namedtuples included: "
+        f"power(base, exponent) over Exponentiation(2, 3), Exponentiation(3, 2) and a tuple subclass (10, 2) "
+        f"gave {got!r}, expected [8, 9, 100]"
+    )
 
 
 def test_lambda_runs(rpm):
