@@ -66,7 +66,8 @@ def describe_exit(exitcode: int | None, reason: str | None) -> str:
         if -exitcode == signal.SIGKILL:
             text += " (the system may have run out of memory)"
         return text
-    return f"exited with status {exitcode} (os._exit or sys.exit inside the function?)"
+    # Not sys.exit: that raises SystemExit, which comes back as the function's error.
+    return f"exited with status {exitcode} (os._exit inside the function, or native code exiting the process?)"
 
 
 @dataclass(eq=False)

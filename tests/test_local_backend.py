@@ -247,3 +247,17 @@ def test_warm_workers_follow_the_callers_working_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.txt").write_text("here")
     assert rpm(lambda name: open(name).read(), ["data.txt"]) == ["here"]
+
+
+def test_worker_died_says_how_without_blaming_sys_exit():
+    with pytest.raises(burla.WorkerDied) as caught:
+        rpm(lambda x: os._exit(5), [0])
+    message = str(caught.value)
+    assert "status 5" in message and "os._exit" in message, message
+    assert "sys.exit" not in message, f"sys.exit raises SystemExit, which comes back as the error; it cannot kill a worker: {message}"
+
+
+def test_sys_exit_in_the_function_comes_back_as_system_exit():
+    with pytest.raises(SystemExit) as caught:
+        rpm(lambda x: sys.exit(4), [0])
+    assert caught.value.code == 4
