@@ -33,6 +33,7 @@ from typing import Callable
 import multiprocess
 from multiprocess import connection as mp_connection
 
+from .errors import InvalidArgument
 from .types import ERROR, LOGS, NOTICE, RESULTS
 from .worker import pack, unpack, worker_main
 
@@ -43,8 +44,14 @@ MAX_IDLE_WORKERS = max(8, (os.cpu_count() or 2) * 2)
 
 
 def _start_method() -> str:
+    valid = multiprocess.get_all_start_methods()
     chosen = os.environ.get("BURLA_START_METHOD")
     if chosen:
+        if chosen not in valid:
+            raise InvalidArgument(
+                f"BURLA_START_METHOD={chosen!r} is not a start method of this platform; use one of "
+                f"{', '.join(valid)}, or unset it for the default"
+            )
         return chosen
     # fork is fast and inherits the caller's imports; macOS and Windows need spawn.
     return "fork" if sys.platform.startswith("linux") else "spawn"

@@ -141,12 +141,22 @@ class WorkerState:
         self.in_call = False
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the process that started this worker is gone (never leak past it)."""
+def _watch_parent(pool_pid: int | None) -> None:
+    """Exit when the pool that started this worker is gone (never leak past it). The worker's
+    parent is the pool's process under fork and spawn, and the forkserver (which exits with the
+    pool) under forkserver: the parent leaving, or the pool's process, is the signal."""
+    parent = os.getppid()
     while True:
         time.sleep(0.25)
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent:
             os._exit(1)
+        if pool_pid is not None and pool_pid != parent:
+            try:
+                os.kill(pool_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
 
 
 def worker_main(

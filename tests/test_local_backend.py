@@ -261,3 +261,44 @@ def test_sys_exit_in_the_function_comes_back_as_system_exit():
     with pytest.raises(SystemExit) as caught:
         rpm(lambda x: sys.exit(4), [0])
     assert caught.value.code == 4
+
+
+FORKSERVER_CALLER = """
+import time
+from burla import remote_parallel_map
+
+def slow(x):
+    time.sleep(1.0)  # four times the worker's parent-watch interval
+    return x * 2
+
+if __name__ == "__main__":
+    print(remote_parallel_map(slow, range(2), func_ram=1, spinner=False))
+"""
+
+
+def test_forkserver_start_method_runs_calls_longer_than_the_parent_watch(tmp_path):
+    script = tmp_path / "forkserver.py"
+    script.write_text(FORKSERVER_CALLER)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=python_env(BURLA_START_METHOD="forkserver")
+    )
+    assert out.returncode == 0 and "[0, 2]" in out.stdout, f"stdout: {out.stdout}\nstderr: {out.stderr[-3000:]}"
+    assert "retrying" not in out.stderr, f"a worker died under forkserver: {out.stderr}"
+
+
+def test_invalid_start_method_is_an_invalid_argument_naming_the_variable(tmp_path):
+    script = tmp_path / "bad_method.py"
+    script.write_text(
+        "import burla\n"
+        "try:\n"
+        "    burla.remote_parallel_map(abs, [1], spinner=False)\n"
+        "except burla.InvalidArgument as error:\n"
+        "    print('InvalidArgument:', error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=python_env(BURLA_START_METHOD="frok")
+    )
+    assert out.returncode == 0, out.stderr
+    message = out.stdout
+    assert "InvalidArgument:" in message and "BURLA_START_METHOD" in message and "'frok'" in message, message
+    assert all(method in message for method in ("fork", "spawn", "forkserver")), f"the message should list the valid values: {message}"
