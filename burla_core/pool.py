@@ -33,6 +33,7 @@ from typing import Callable
 import multiprocess
 from multiprocess import connection as mp_connection
 
+from .capture import PoolOutput
 from .errors import InvalidArgument
 from .types import ERROR, LOGS, NOTICE, RESULTS
 from .worker import pack, unpack, worker_main
@@ -91,6 +92,7 @@ class Worker:
     batch: "OutstandingBatch | None" = None
     kill_reason: str | None = None
     cancel_deadline: float | None = None
+    output: PoolOutput = field(default_factory=PoolOutput)  # how its fd 1 / fd 2 output arrives
 
     @property
     def pid(self) -> int:
@@ -131,6 +133,7 @@ class WorkerPool:
         self._idle: dict[tuple, list[Worker]] = collections.defaultdict(list)
         self._live: dict[object, Worker] = {}  # outbox connection -> worker, busy or idle
         self._by_sentinel: dict[int, Worker] = {}
+        self._by_output_fd: dict[int, Worker] = {}  # read ends of workers' fd 1 / fd 2 pipes
         self._jobs: dict[int, PoolJob] = {}
         self._job_keys = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe()
@@ -230,16 +233,19 @@ class WorkerPool:
         current_job = context.RawValue("q", 0)
         cancel_job = context.RawValue("q", 0)
         env = {"CUDA_VISIBLE_DEVICES": str(gpu_index)} if gpu_index is not None else {}
+        output = PoolOutput(context)
         process = context.Process(
             target=worker_main,
             args=(inbox_r, outbox_w, current_index, current_job, cancel_job, env, os.getpid()),
+            kwargs={"output_ends": output.worker_ends()},
             name="burla-worker",
             daemon=False,  # daemonic processes may not start children: nested jobs need that
         )
         process.start()
         inbox_r.close()
         outbox_w.close()
-        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile)
+        output.after_start()
+        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, output=output)
 
     def _take_worker(self, job: PoolJob) -> Worker:
         """An idle worker of the right kind, or a new one. A GPU job's workers each own one GPU
@@ -270,6 +276,8 @@ class WorkerPool:
                 job.workers.add(worker)
                 self._live[worker.outbox] = worker
                 self._by_sentinel[worker.process.sentinel] = worker
+                for fd in worker.output.stream_of_fd:
+                    self._by_output_fd[fd] = worker
                 self._wake()
             batch_id, items = job.pending.popleft()
             worker.batch = OutstandingBatch(batch_id, dict(items))
@@ -308,6 +316,9 @@ class WorkerPool:
     def _forget(self, worker: Worker) -> None:
         self._live.pop(worker.outbox, None)
         self._by_sentinel.pop(worker.process.sentinel, None)
+        for fd in worker.output.stream_of_fd:
+            self._by_output_fd.pop(fd, None)
+        worker.output.close()
         for connection in (worker.inbox, worker.outbox):
             try:
                 connection.close()
@@ -325,7 +336,7 @@ class WorkerPool:
     def _read_loop(self) -> None:
         while not self._closed:
             with self._lock:
-                waitables = list(self._live) + list(self._by_sentinel) + [self._wake_r]
+                waitables = list(self._live) + list(self._by_sentinel) + list(self._by_output_fd) + [self._wake_r]
             try:
                 ready = mp_connection.wait(waitables, timeout=WATCH_INTERVAL)
             except OSError:
@@ -335,6 +346,12 @@ class WorkerPool:
                     if item == self._wake_r:
                         os.read(self._wake_r, 4096)
                     elif isinstance(item, int):
+                        worker = self._by_output_fd.get(item)
+                        if worker is not None:
+                            piece = worker.output.read(item)
+                            if piece is not None:
+                                self._output(worker, *piece)
+                            continue
                         worker = self._by_sentinel.get(item)
                         if worker is not None:
                             self._drain(worker)
@@ -363,20 +380,21 @@ class WorkerPool:
             if kind == "s":
                 worker.current_index.value = item[2]
                 continue
+            if kind == "l":
+                # Output, even of a canceled job: what was written before the cancel still
+                # reaches the caller. Logs go before results: a line printed before `return`
+                # must reach the caller before the result.
+                self._output(worker, item[1], item[2], item[3], item[4], logs)
+                continue
             if job is None or job.canceled:
                 if kind == "d":
                     self._batch_done(worker)
-                elif kind == "l" and job is not None:
-                    # Output written before the cancel still reaches the caller.
-                    job.sink([LOGS, job.node_id, [(item[2], item[3], item[4])]])
                 continue
             if kind == "r":
                 batch = worker.batch
                 if batch is not None:
                     batch.unreported.pop(item[2], None)
                 results.setdefault(job.job_key, []).append((item[2], item[3]))
-            elif kind == "l":
-                logs.setdefault(job.job_key, []).append((item[2], item[3], item[4]))
             elif kind == "e":
                 batch = worker.batch
                 if batch is not None:
@@ -388,11 +406,24 @@ class WorkerPool:
                 self._batch_done(worker)
         self._flush_events(results, logs)
 
+    def _output(self, worker: Worker, job_key: int, input_index: int, stream: int, data: bytes, logs: dict | None = None) -> None:
+        """Bytes a worker's input wrote to fd 1 or 2, decoded: to `logs` (sent by _flush_events)
+        or straight to the job. Output whose job has ended (a process the function started
+        and left running) is written to this process's own stream rather than lost."""
+        for owner_job, owner_index, text in worker.output.decode(stream, job_key, input_index, data):
+            job = self._jobs.get(owner_job)
+            if job is None:
+                _write_orphan_output(stream, text)
+            elif logs is not None:
+                logs.setdefault(owner_job, []).append((owner_index, stream, text))
+            else:
+                job.sink([LOGS, job.node_id, [(owner_index, stream, text)]])
+
     def _flush_events(self, results: dict, logs: dict) -> None:
         # Logs first: a line printed before `return` must reach the caller before the result.
         for job_key, entries in logs.items():
             job = self._jobs.get(job_key)
-            if job is not None and not job.canceled:
+            if job is not None:
                 job.sink([LOGS, job.node_id, entries])
         for job_key, entries in results.items():
             job = self._jobs.get(job_key)
@@ -414,6 +445,9 @@ class WorkerPool:
         self._dispatch(job)
 
     def _on_death(self, worker: Worker) -> None:
+        # What it wrote just before dying (a last line, a faulthandler traceback) goes first.
+        for piece in worker.output.leftovers():
+            self._output(worker, *piece)
         worker.process.join(timeout=1)
         how = describe_exit(worker.process.exitcode, worker.kill_reason)
         self._forget(worker)
@@ -525,6 +559,15 @@ def _widen_pipe(connection) -> None:
     try:
         fcntl.fcntl(connection.fileno(), set_size, PIPE_BUFFER_BYTES)
     except OSError:
+        pass
+
+
+def _write_orphan_output(stream: int, text: str) -> None:
+    target = sys.stdout if stream == 1 else sys.stderr
+    try:
+        target.write(text)
+        target.flush()
+    except (AttributeError, OSError, ValueError):
         pass
 
 

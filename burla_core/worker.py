@@ -1,15 +1,17 @@
 """The worker process: runs the user's function on inputs, one at a time, and reports back.
 
     pool ──(batch msg)──► [recv]  main thread: for each input: unpickle, call, pickle result
-                                        │ results / log lines / errors
+                                        │ results / errors / output left at an input's end
                                         ▼
     pool ◄──(one msg per few ms)── Outbox ◄── sender thread (coalesces, so 10,000 no-op inputs
                                                  cost a few dozen pipe writes, not 10,000)
+    pool ◄──(fd 1 / fd 2 pipes)── what the function, its children and C code write (capture.py)
 
 Messages are msgpack lists. Pool → worker: ["job", job, function_bytes, env],
 ["batch", job, batch_id, [[index, payload], ...]], ["stop"]. Worker → pool: a list of items
-["r", job, index, pickled_result], ["l", job, index, stream, text], ["e", job, index, info],
-["d", job, batch_id] (batch finished).
+["r", job, index, pickled_result], ["l", job, index, stream, output_bytes], ["e", job, index, info],
+["d", job, batch_id] (batch finished). `env` is the job's environment variables plus the
+caller's current directory (BURLA_CWD).
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
 pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
@@ -19,9 +21,10 @@ the canceled job in `cancel_job`: the handler raises inside the user's function.
 from __future__ import annotations
 
 import collections
-import io
+import faulthandler
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -29,7 +32,8 @@ import time
 
 import msgpack
 
-from .serialization import PROTOCOL, dumps, error_info
+from .capture import OutputEnds, WorkerOutput, own_pipes
+from .serialization import dumps, error_info
 
 COALESCE_SECONDS = 0.002
 
@@ -41,8 +45,6 @@ def pack(message: list) -> bytes:
 
 def unpack(data: bytes) -> list:
     return msgpack.unpackb(data, raw=False, unicode_errors="surrogatepass")
-
-MAX_PARTIAL_LINE = 64 * 1024
 
 
 class CancelInput(BaseException):
@@ -89,50 +91,6 @@ class Outbox:
                 self._send_pending()
 
 
-class LineCapture(io.TextIOBase):
-    """Stands in for sys.stdout / sys.stderr while an input runs: whole lines go to the outbox
-    tagged with the input index, so lines from different inputs never mix mid-line."""
-
-    def __init__(self, outbox: Outbox, stream: int) -> None:
-        self.outbox = outbox
-        self.stream = stream
-        self.job = 0
-        self.input_index = -1
-        self.partial = ""
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if not text.isascii():
-            text.encode("utf-8")  # a lone surrogate raises here, as on a real UTF-8 stream
-        if "\n" in text:
-            whole, _, rest = (self.partial + text).rpartition("\n")
-            self.partial = rest
-            self.outbox.add(["l", self.job, self.input_index, self.stream, whole + "\n"])
-        else:
-            self.partial += text
-            if len(self.partial) > MAX_PARTIAL_LINE:
-                # A very long line travels in pieces; the caller joins them before printing.
-                self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial])
-                self.partial = ""
-        return len(text)
-
-    def end_input(self) -> None:
-        """Send a trailing partial line, ended, so that it cannot merge with another input's."""
-        if self.partial:
-            self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial + "\n"])
-            self.partial = ""
-
-
 class WorkerState:
     def __init__(self, current_index, current_job, cancel_job) -> None:
         self.current_index = current_index
@@ -159,13 +117,39 @@ def _watch_parent(pool_pid: int | None) -> None:
                 pass
 
 
+def _watch_inbox(fd: int) -> None:
+    """Exit when the pool's end of the inbox is closed, even in the middle of a call: for a
+    worker in a container, whose parent is the container's init, not the pool."""
+    poll = select.poll()
+    poll.register(fd, 0)  # hang-up and errors are always reported; data is not asked for
+    while True:
+        try:
+            events = poll.poll()
+        except InterruptedError:
+            continue
+        if any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events):
+            os._exit(0)
+
+
 def worker_main(
-    inbox, outbox_connection, current_index, current_job, cancel_job, env: dict, parent_pid: int | None, outbox_ref=None
+    inbox,
+    outbox_connection,
+    current_index,
+    current_job,
+    cancel_job,
+    env: dict,
+    parent_pid: int | None,
+    outbox_ref=None,
+    output_ends: OutputEnds | None = None,
 ) -> None:
+    """`output_ends`: the pipes the pool reads this worker's output from; without them (a
+    worker in a container) the worker makes its own and sends what they carry itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     os.environ.update(env)
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(parent_pid,), name="burla-parent-watch", daemon=True).start()
+    else:
+        threading.Thread(target=_watch_inbox, args=(inbox.fileno(),), name="burla-inbox-watch", daemon=True).start()
     state = WorkerState(current_index, current_job, cancel_job)
     shares_memory = outbox_ref is None
 
@@ -179,8 +163,17 @@ def worker_main(
     outbox = Outbox(outbox_connection)
     if outbox_ref is not None:
         outbox_ref.append(outbox)
-    stdout, stderr = LineCapture(outbox, 1), LineCapture(outbox, 2)
-    real_stdout, real_stderr = sys.stdout, sys.stderr
+    if output_ends is None:
+
+        def relay(items: list) -> None:
+            for item in items:
+                outbox.add(item)
+            outbox.flush()  # at once: nothing but this process holds these bytes now
+
+        output = WorkerOutput(own_pipes(), relay)
+    else:
+        output = WorkerOutput(output_ends)
+    faulthandler.enable(all_threads=False)  # a crash in native code prints where, to the captured stderr
     function = None
     load_error = None
     loaded_job = None
@@ -200,11 +193,7 @@ def worker_main(
                 for input_index, _ in items:
                     outbox.add(["e", job, input_index, load_error])
             else:
-                sys.stdout, sys.stderr = stdout, stderr
-                try:
-                    _run_batch(function, job, items, state, outbox, stdout, stderr)
-                finally:
-                    sys.stdout, sys.stderr = real_stdout, real_stderr
+                _run_batch(function, job, items, state, outbox, output)
             outbox.add(["d", job, batch_id])
             outbox.flush()
         elif kind == "job":
@@ -213,26 +202,28 @@ def worker_main(
             os.environ.update(job_env)
             if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
                 os.chdir(cwd)  # a warm worker follows the caller's current directory
+            output.start_job(loaded_job)  # what unpickling the function prints is the job's
             try:
                 function, load_error = pickle.loads(function_bytes), None
             except Exception as error:
                 function, load_error = None, error_info(error, skip_frames=0)
+            output.end_input(outbox.add)
         elif kind == "stop":
             outbox.flush()
             os._exit(0)
 
 
-def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
-    stdout.job = stderr.job = job
+def _run_batch(function, job, items, state, outbox, output: WorkerOutput) -> None:
     state.current_job.value = job
     if isinstance(state.current_index, _ReportingIndex):
         state.current_index.job = job
     add = outbox.add
-    for position, (input_index, payload) in enumerate(items):
+    start_input, end_input = output.start_input, output.end_input
+    for input_index, payload in items:
         if state.cancel_job.value == job:
             return
         state.current_index.value = input_index
-        stdout.input_index = stderr.input_index = input_index
+        start_input(input_index)
         try:
             try:
                 state.in_call = True
@@ -242,13 +233,11 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
                 raise
             except BaseException as error:  # the user's error, whatever it is, goes to the caller
                 state.in_call = False
-                stdout.end_input()
-                stderr.end_input()
+                end_input(add)
                 # Frames to hide: this one (the call site); the rest are the user's.
                 add(["e", job, input_index, error_info(error, skip_frames=1)])
                 continue
-            stdout.end_input()
-            stderr.end_input()
+            end_input(add)
             try:
                 add(["r", job, input_index, dumps(result)])
             except Exception as error:
@@ -257,8 +246,7 @@ def _run_batch(function, job, items, state, outbox, stdout, stderr) -> None:
                 add(["e", job, input_index, info])
         except CancelInput:
             state.in_call = False
-            stdout.end_input()
-            stderr.end_input()
+            output.end_input(add)
             return
         finally:
             state.current_index.value = -1
@@ -293,15 +281,15 @@ class _PlainValue:
 
 def stdio_main() -> None:
     """`python -m burla_core.worker --stdio`: a worker speaking the pool's protocol over stdin and
-    stdout, for workers the pool cannot fork (inside a container image). Stray writes to file
-    descriptor 1 (C extensions, subprocesses) are sent to stderr so they cannot corrupt it."""
+    stdout, for workers the pool cannot fork (inside a container image). The protocol moves to
+    other descriptors; fds 1 and 2 become the worker's own output pipes (capture.py), so what the
+    function, C extensions or subprocesses write there is captured, never mixed into it."""
     from multiprocess.connection import Connection
 
     inbox = Connection(os.dup(0), writable=False)
     outbox_connection = Connection(os.dup(1), readable=False)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(2, 1)
     outbox_ref: list = []
     current_index = _ReportingIndex(outbox_ref)
     worker_main(
