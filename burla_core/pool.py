@@ -93,6 +93,7 @@ class Worker:
     kill_reason: str | None = None
     cancel_deadline: float | None = None
     output: PoolOutput = field(default_factory=PoolOutput)  # how its fd 1 / fd 2 output arrives
+    memory_baseline: int = 0  # its resident bytes when started: shared with the caller under fork
 
     @property
     def pid(self) -> int:
@@ -245,7 +246,11 @@ class WorkerPool:
         inbox_r.close()
         outbox_w.close()
         output.after_start()
-        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, output=output)
+        worker = Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, output=output)
+        if self._context.get_start_method() == "fork":
+            # A forked worker starts out mapping the caller's memory: func_ram counts what it adds.
+            worker.memory_baseline = _rss_bytes(process.pid) or 0
+        return worker
 
     def _take_worker(self, job: PoolJob) -> Worker:
         """An idle worker of the right kind, or a new one. A GPU job's workers each own one GPU
@@ -504,7 +509,8 @@ class WorkerPool:
             job = worker.job
             if job is None or job.ram_limit_bytes is None or worker.batch is None:
                 continue
-            used = _rss_bytes(worker.pid)
+            resident = _rss_bytes(worker.pid)
+            used = None if resident is None else resident - worker.memory_baseline
             if used is not None and used > job.ram_limit_bytes:
                 worker.kill_reason = (
                     f"ran out of memory: it used {used / 2**30:.2f} GiB, more than its "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import faulthandler
+import gc
 import os
 import pickle
 import select
@@ -174,6 +175,7 @@ def worker_main(
     else:
         output = WorkerOutput(output_ends)
     faulthandler.enable(all_threads=False)  # a crash in native code prints where, to the captured stderr
+    gc.freeze()  # objects inherited from the caller (fork) are never traversed, so never copied
     function = None
     load_error = None
     loaded_job = None

@@ -249,6 +249,49 @@ def test_warm_workers_follow_the_callers_working_directory(tmp_path, monkeypatch
     assert rpm(lambda name: open(name).read(), ["data.txt"]) == ["here"]
 
 
+SHARED_MEMORY_CALLER = """
+from burla import remote_parallel_map
+import time
+
+held = bytearray(1536 * 2**20)  # 1.5 GiB held by the caller, touched so that it is resident
+for i in range(0, len(held), 4096):
+    held[i] = 1
+
+def light(x):
+    time.sleep(0.8)  # several watchdog rounds
+    return x
+
+if __name__ == "__main__":
+    print(remote_parallel_map(light, range(2), func_ram=1, spinner=False))
+"""
+
+
+def test_memory_the_worker_shares_with_the_caller_does_not_count_against_func_ram(tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(SHARED_MEMORY_CALLER)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=python_env())
+    assert out.returncode == 0 and "[0, 1]" in out.stdout, (
+        "the caller holds 1.5 GiB and the calls use almost nothing: func_ram=1 must count only what a call adds, "
+        f"not what its forked worker shares with the caller.\nstdout: {out.stdout}\nstderr: {out.stderr[-3000:]}"
+    )
+    assert "ran out of memory" not in out.stderr, out.stderr
+
+
+def test_a_line_printed_before_the_func_ram_kill_reaches_the_caller(capfd):
+    def hog(x):
+        print("allocating now", flush=True)
+        block = bytearray(1536 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(5)
+        return len(block)
+
+    capfd.readouterr()
+    with pytest.raises(burla.WorkerDied, match="ran out of memory"):
+        rpm(hog, [0], func_ram=1)
+    assert capfd.readouterr().out.count("allocating now") == 2, "the line printed before each of the two kills is missing"
+
+
 def test_worker_died_says_how_without_blaming_sys_exit():
     with pytest.raises(burla.WorkerDied) as caught:
         rpm(lambda x: os._exit(5), [0])
