@@ -11,7 +11,8 @@ Messages are msgpack lists. Pool → worker: ["job", job, function_bytes, env],
 ["batch", job, batch_id, [[index, payload], ...]], ["stop"]. Worker → pool: a list of items
 ["r", job, index, pickled_result], ["l", job, index, stream, output_bytes], ["e", job, index, info],
 ["d", job, batch_id] (batch finished). `env` is the job's environment variables plus the
-caller's current directory (BURLA_CWD).
+caller's state: BURLA_CWD, BURLA_SYS_PATH (a list), BURLA_ENVIRON (a dict); see
+apply_caller_state.
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
 pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
@@ -23,6 +24,7 @@ from __future__ import annotations
 import collections
 import faulthandler
 import gc
+import importlib
 import os
 import pickle
 import select
@@ -132,6 +134,46 @@ def _watch_inbox(fd: int) -> None:
             os._exit(0)
 
 
+def apply_caller_state(job_env: dict, worker_env: dict) -> None:
+    """Make this worker see the caller as of the call: its current directory (BURLA_CWD), its
+    sys.path (BURLA_SYS_PATH) and its whole environment (BURLA_ENVIRON), plus the job's own
+    variables; the worker's own variables (CUDA_VISIBLE_DEVICES of a GPU worker) win."""
+    job_env = dict(job_env)
+    cwd = job_env.pop("BURLA_CWD", None)
+    sys_path = job_env.pop("BURLA_SYS_PATH", None)
+    environ = job_env.pop("BURLA_ENVIRON", None)
+    if environ is None:
+        os.environ.update(job_env)
+        os.environ.update(worker_env)
+    else:
+        _set_environment({**environ, **job_env, **worker_env})
+    if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
+        os.chdir(cwd)  # a warm worker follows the caller's current directory
+    if sys_path is not None and sys_path != sys.path:
+        sys.path[:] = sys_path
+        importlib.invalidate_caches()
+
+
+_applied_environment: tuple[dict | None, dict | None] = (None, None)
+
+
+def _set_environment(wanted: dict) -> None:
+    """os.environ becomes `wanted`; nothing is done when it already is (the common case: a warm
+    worker, an unchanged caller), checked with C-level dict compares instead of per variable."""
+    global _applied_environment
+    raw = getattr(os.environ, "_data", None)  # CPython's encoded store
+    last_wanted, last_raw = _applied_environment
+    if isinstance(raw, dict) and wanted == last_wanted and raw == last_raw:
+        return
+    current = dict(os.environ)
+    for name in current.keys() - wanted.keys():
+        del os.environ[name]
+    for name, value in wanted.items():
+        if current.get(name) != value:
+            os.environ[name] = value
+    _applied_environment = (wanted, dict(raw) if isinstance(raw, dict) else None)
+
+
 def worker_main(
     inbox,
     outbox_connection,
@@ -200,10 +242,7 @@ def worker_main(
             outbox.flush()
         elif kind == "job":
             _, loaded_job, function_bytes, job_env = message
-            cwd = job_env.pop("BURLA_CWD", None)
-            os.environ.update(job_env)
-            if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
-                os.chdir(cwd)  # a warm worker follows the caller's current directory
+            apply_caller_state(job_env, env)
             output.start_job(loaded_job)  # what unpickling the function prints is the job's
             try:
                 function, load_error = pickle.loads(function_bytes), None

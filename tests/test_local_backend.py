@@ -345,3 +345,39 @@ def test_invalid_start_method_is_an_invalid_argument_naming_the_variable(tmp_pat
     message = out.stdout
     assert "InvalidArgument:" in message and "BURLA_START_METHOD" in message and "'frok'" in message, message
     assert all(method in message for method in ("fork", "spawn", "forkserver")), f"the message should list the valid values: {message}"
+
+
+def test_warm_workers_see_the_callers_sys_path_and_environment_as_of_each_call(tmp_path, monkeypatch):
+    monkeypatch.setenv("BURLA_TEST_REMOVED_LATER", "1")
+    rpm(abs, [1, 2])  # workers are warm, started with the old sys.path and environment
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "burla_test_local_lib.py").write_text("VALUE = 'from src'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("src")  # relative, as `sys.path.insert(0, "src")` in a script
+    monkeypatch.setenv("BURLA_TEST_ADDED_LATER", "added")
+    monkeypatch.delenv("BURLA_TEST_REMOVED_LATER")
+
+    def look(x):
+        import os as o
+
+        import burla_test_local_lib
+
+        return burla_test_local_lib.VALUE, o.environ.get("BURLA_TEST_ADDED_LATER"), "BURLA_TEST_REMOVED_LATER" in o.environ
+
+    assert rpm(look, [0, 1]) == [("from src", "added", False)] * 2
+
+
+def test_gpu_workers_keep_their_own_cuda_visible_devices_when_the_environment_is_synced(fake_gpus, monkeypatch):
+    fake_gpus("H100:81559,H100:81559")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the caller's own setting
+
+    def visible(x):
+        import os as o
+        import time as t
+
+        t.sleep(0.2)
+        return o.environ.get("CUDA_VISIBLE_DEVICES")
+
+    assert set(rpm(visible, range(4), func_gpu="H100", func_ram=1)) == {"0", "1"}
+    assert rpm(visible, [0], func_ram=1) == ["0,1"], "a CPU worker sees the caller's CUDA_VISIBLE_DEVICES"
