@@ -16,11 +16,13 @@ apply_caller_state.
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
 pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
-the canceled job in `cancel_job`: the handler raises inside the user's function.
+the canceled job in `cancel_job`: the handler raises inside the user's function. A function
+that returns a coroutine (`async def`) is awaited on the worker's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import faulthandler
 import gc
@@ -32,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import types
 
 import msgpack
 
@@ -265,18 +268,21 @@ def _run_batch(function, job, items, state, outbox, output: WorkerOutput) -> Non
             return
         state.current_index.value = input_index
         start_input(input_index)
+        coroutine_code = None
         try:
             try:
                 state.in_call = True
                 result = function(*pickle.loads(payload))
+                if type(result) is _COROUTINE:  # an async def function: await it here
+                    coroutine_code = result.cr_code
+                    result = _await(result)
                 state.in_call = False
             except CancelInput:
                 raise
             except BaseException as error:  # the user's error, whatever it is, goes to the caller
                 state.in_call = False
                 end_input(add)
-                # Frames to hide: this one (the call site); the rest are the user's.
-                add(["e", job, input_index, error_info(error, skip_frames=1)])
+                add(["e", job, input_index, _error_of_call(error, coroutine_code)])
                 continue
             end_input(add)
             try:
@@ -291,6 +297,36 @@ def _run_batch(function, job, items, state, outbox, output: WorkerOutput) -> Non
             return
         finally:
             state.current_index.value = -1
+
+
+def _error_of_call(error: BaseException, coroutine_code) -> dict:
+    """The error's info with a traceback that starts in the user's function: this module's
+    frame (the call site) is hidden, and so is asyncio's machinery around a coroutine."""
+    if coroutine_code is not None:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code is not coroutine_code:
+            tb = tb.tb_next
+        if tb is not None:
+            return error_info(error.with_traceback(tb), skip_frames=0)
+    return error_info(error, skip_frames=1)
+
+
+_COROUTINE = types.CoroutineType
+_runner: asyncio.Runner | None = None
+
+
+def _await(coroutine):
+    """Run a coroutine on this worker's event loop: one loop per worker, kept between calls
+    (so a client made by one call can be reused by the next), replaced after a cancel."""
+    global _runner
+    if _runner is None:
+        _runner = asyncio.Runner()
+    try:
+        return _runner.run(coroutine)
+    except CancelInput:
+        runner, _runner = _runner, None
+        runner.close()  # cancels what the call left running
+        raise
 
 
 class _ReportingIndex:
