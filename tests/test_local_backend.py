@@ -16,7 +16,7 @@ from burla import remote_parallel_map
 from burla_backend_local import provisioner as local
 from burla_core.types import ResourceRequest
 
-from .conftest import TESTS_DIR, python_env
+from .conftest import python_env
 
 
 def rpm(*args, **kwargs):
@@ -134,49 +134,6 @@ def test_function_over_func_ram_is_killed_retried_once_then_raises(tmp_path):
     assert caught.value.burla_input_index == 0
     assert "ran out of memory" in str(caught.value) and "func_ram of 1 GiB" in str(caught.value), caught.value
     assert time.monotonic() - started < 20
-
-
-def test_image_without_a_container_engine_fails_at_once(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, no podman
-    with pytest.raises(burla.ContainerEngineMissing, match="docker or podman"):
-        rpm(abs, [1], image="python:3.11")
-
-
-def test_image_runs_workers_through_the_container_engine(monkeypatch, tmp_path):
-    """With an engine present, workers are `docker run -i IMAGE python -m burla_core.worker
-    --stdio`. No engine runs on CI machines, so a stand-in client runs that command here; what
-    is checked is how the backend drives an engine and speaks to a worker over stdio."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").symlink_to(TESTS_DIR / "fake_docker.py")
-    log = tmp_path / "docker.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
-    monkeypatch.setenv("FAKE_DOCKER_PYTHON", sys.executable)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
-
-    def square(x):
-        print(f"squaring {x}")
-        return x * x
-
-    assert rpm(square, range(5), image="example/image:1", func_ram=1) == [0, 1, 4, 9, 16]
-    commands = log.read_text().splitlines()
-    runs = [c for c in commands if c.startswith("run ")]
-    assert runs and all("example/image:1 python -m burla_core.worker --stdio" in c for c in runs), commands
-    assert all("--memory 1g" in c for c in runs), f"func_ram must become the container's memory limit: {runs}"
-
-    marker_dir = str(tmp_path)
-
-    def die_once(x):
-        import os as o
-
-        marker = o.path.join(marker_dir, f"{x}.died")
-        if not o.path.exists(marker):
-            open(marker, "w").close()
-            o._exit(3)
-        return x
-
-    assert rpm(die_once, [7], image="example/image:1", func_ram=1) == [7]
 
 
 def test_grow_on_local_says_it_cannot_grow_and_runs(capfd):
