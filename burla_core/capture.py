@@ -179,10 +179,13 @@ class PoolOutput:
         return (owner_job, owner_index, stream, data) if data else None
 
     def leftovers(self) -> list[tuple[int, int, int, bytes]]:
-        """Everything the pipes of a dead worker still hold, for the input that was running."""
+        """What the pipes of a dead worker still hold, for the input that was running: one read
+        each (a pipe holds less than a read takes), so a process the function left running and
+        writing cannot keep the pool here."""
         pieces = []
         for fd in list(self.stream_of_fd):
-            while (piece := self.read(fd, worker_alive=False)) is not None:
+            piece = self.read(fd, worker_alive=False)
+            if piece is not None:
                 pieces.append(piece)
         return pieces
 
