@@ -36,7 +36,9 @@ import multiprocess
 from multiprocess import connection as mp_connection
 
 from . import channel
+from .capture import PoolOutput
 from .channel import ArenaPair, decode_result, encode_inputs
+from .errors import InvalidArgument
 from .types import ERROR, LOGS, NOTICE, RESULTS, WORKER_DIED, ErrorInfo
 from .worker import pack, unpack, worker_main
 
@@ -47,8 +49,14 @@ MAX_IDLE_WORKERS = max(8, (os.cpu_count() or 2) * 2)
 
 
 def _start_method() -> str:
+    valid = multiprocess.get_all_start_methods()
     chosen = os.environ.get("BURLA_START_METHOD")
     if chosen:
+        if chosen not in valid:
+            raise InvalidArgument(
+                f"BURLA_START_METHOD={chosen!r} is not a start method of this platform; use one of "
+                f"{', '.join(valid)}, or unset it for the default"
+            )
         return chosen
     # fork is fast and inherits the caller's imports; macOS and Windows need spawn.
     return "fork" if sys.platform.startswith("linux") else "spawn"
@@ -70,7 +78,8 @@ def describe_exit(exitcode: int | None, reason: str | None) -> str:
         if -exitcode == signal.SIGKILL:
             text += " (the system may have run out of memory)"
         return text
-    return f"exited with status {exitcode} (os._exit or sys.exit inside the function?)"
+    # Not sys.exit: that raises SystemExit, which comes back as the function's error.
+    return f"exited with status {exitcode} (os._exit inside the function, or native code exiting the process?)"
 
 
 @dataclass(eq=False)
@@ -88,6 +97,8 @@ class Worker:
     kill_reason: str | None = None
     cancel_deadline: float | None = None
     arenas: ArenaPair | None = None  # memory shared with a forked worker (None: all goes inline)
+    output: PoolOutput = field(default_factory=PoolOutput)  # how its fd 1 / fd 2 output arrives
+    memory_baseline: int = 0  # its resident bytes when started: shared with the caller under fork
 
     @property
     def pid(self) -> int:
@@ -128,6 +139,7 @@ class WorkerPool:
         self._idle: dict[tuple, list[Worker]] = collections.defaultdict(list)
         self._live: dict[object, Worker] = {}  # outbox connection -> worker, busy or idle
         self._by_sentinel: dict[int, Worker] = {}
+        self._by_output_fd: dict[int, Worker] = {}  # read ends of workers' fd 1 / fd 2 pipes
         self._jobs: dict[int, PoolJob] = {}
         self._job_keys = itertools.count(1)
         self._wake_r, self._wake_w = os.pipe()
@@ -229,9 +241,11 @@ class WorkerPool:
         env = {"CUDA_VISIBLE_DEVICES": str(gpu_index)} if gpu_index is not None else {}
         # Shared arenas need the worker to inherit them: a forked worker, on Linux.
         arenas = ArenaPair.create(context.RawValue) if self._shares_arenas() else None
+        output = PoolOutput(context)
         process = context.Process(
             target=worker_main,
             args=(inbox_r, outbox_w, current_index, current_job, cancel_job, env, os.getpid(), None, arenas),
+            kwargs={"output_ends": output.worker_ends()},
             name="burla-worker",
             daemon=False,  # daemonic processes may not start children: nested jobs need that
         )
@@ -246,7 +260,12 @@ class WorkerPool:
             channel.forking_worker(None)
         inbox_r.close()
         outbox_w.close()
-        return Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, arenas=arenas)
+        output.after_start()
+        worker = Worker(process, inbox_w, outbox_r, current_index, current_job, cancel_job, profile, arenas=arenas, output=output)
+        if self._context.get_start_method() == "fork":
+            # A forked worker starts out mapping the caller's memory: func_ram counts what it adds.
+            worker.memory_baseline = _rss_bytes(process.pid) or 0
+        return worker
 
     def _shares_arenas(self) -> bool:
         return self._context.get_start_method() == "fork" and channel.arenas_supported()
@@ -280,6 +299,8 @@ class WorkerPool:
                 job.workers.add(worker)
                 self._live[worker.outbox] = worker
                 self._by_sentinel[worker.process.sentinel] = worker
+                for fd in worker.output.stream_of_fd:
+                    self._by_output_fd[fd] = worker
                 self._wake()
             batch_id, items = job.pending.popleft()
             worker.batch = OutstandingBatch(batch_id, dict(items))
@@ -318,6 +339,9 @@ class WorkerPool:
     def _forget(self, worker: Worker) -> None:
         self._live.pop(worker.outbox, None)
         self._by_sentinel.pop(worker.process.sentinel, None)
+        for fd in worker.output.stream_of_fd:
+            self._by_output_fd.pop(fd, None)
+        worker.output.close()
         for connection in (worker.inbox, worker.outbox):
             try:
                 connection.close()
@@ -337,7 +361,7 @@ class WorkerPool:
     def _read_loop(self) -> None:
         while not self._closed:
             with self._lock:
-                waitables = list(self._live) + list(self._by_sentinel) + [self._wake_r]
+                waitables = list(self._live) + list(self._by_sentinel) + list(self._by_output_fd) + [self._wake_r]
             try:
                 ready = mp_connection.wait(waitables, timeout=WATCH_INTERVAL)
             except OSError:
@@ -347,6 +371,12 @@ class WorkerPool:
                     if item == self._wake_r:
                         os.read(self._wake_r, 4096)
                     elif isinstance(item, int):
+                        worker = self._by_output_fd.get(item)
+                        if worker is not None:
+                            piece = worker.output.read(item)
+                            if piece is not None:
+                                self._output(worker, *piece)
+                            continue
                         worker = self._by_sentinel.get(item)
                         if worker is not None:
                             self._drain(worker)
@@ -381,20 +411,21 @@ class WorkerPool:
             if kind == "s":
                 worker.current_index.value = item[2]
                 continue
+            if kind == "l":
+                # Output, even of a canceled job: what was written before the cancel still
+                # reaches the caller. Logs go before results: a line printed before `return`
+                # must reach the caller before the result.
+                self._output(worker, item[1], item[2], item[3], item[4], logs)
+                continue
             if job is None or job.canceled:
                 if kind == "d":
                     self._batch_done(worker)
-                elif kind == "l" and job is not None:
-                    # Output written before the cancel still reaches the caller.
-                    job.sink([LOGS, job.node_id, [(item[2], item[3], item[4])]])
                 continue
             if kind == "r":
                 batch = worker.batch
                 if batch is not None:
                     batch.unreported.pop(item[2], None)
                 results.setdefault(job.job_key, []).append((item[2], item[3]))
-            elif kind == "l":
-                logs.setdefault(job.job_key, []).append((item[2], item[3], item[4]))
             elif kind == "e":
                 batch = worker.batch
                 if batch is not None:
@@ -408,11 +439,24 @@ class WorkerPool:
             worker.arenas.released.value = released
         self._flush_events(results, logs)
 
+    def _output(self, worker: Worker, job_key: int, input_index: int, stream: int, data: bytes, logs: dict | None = None) -> None:
+        """Bytes a worker's input wrote to fd 1 or 2, decoded: to `logs` (sent by _flush_events)
+        or straight to the job. Output whose job has ended (a process the function started
+        and left running) is written to this process's own stream rather than lost."""
+        for owner_job, owner_index, text in worker.output.decode(stream, job_key, input_index, data):
+            job = self._jobs.get(owner_job)
+            if job is None:
+                _write_orphan_output(stream, text)
+            elif logs is not None:
+                logs.setdefault(owner_job, []).append((owner_index, stream, text))
+            else:
+                job.sink([LOGS, job.node_id, [(owner_index, stream, text)]])
+
     def _flush_events(self, results: dict, logs: dict) -> None:
         # Logs first: a line printed before `return` must reach the caller before the result.
         for job_key, entries in logs.items():
             job = self._jobs.get(job_key)
-            if job is not None and not job.canceled:
+            if job is not None:
                 job.sink([LOGS, job.node_id, entries])
         for job_key, entries in results.items():
             job = self._jobs.get(job_key)
@@ -434,6 +478,9 @@ class WorkerPool:
         self._dispatch(job)
 
     def _on_death(self, worker: Worker) -> None:
+        # What it wrote just before dying (a last line, a faulthandler traceback) goes first.
+        for piece in worker.output.leftovers():
+            self._output(worker, *piece)
         worker.process.join(timeout=1)
         how = describe_exit(worker.process.exitcode, worker.kill_reason)
         self._forget(worker)
@@ -494,7 +541,8 @@ class WorkerPool:
             job = worker.job
             if job is None or job.ram_limit_bytes is None or worker.batch is None:
                 continue
-            used = _rss_bytes(worker.pid)
+            resident = _rss_bytes(worker.pid)
+            used = None if resident is None else resident - worker.memory_baseline
             if used is not None and used > job.ram_limit_bytes:
                 worker.kill_reason = (
                     f"ran out of memory: it used {used / 2**30:.2f} GiB, more than its "
@@ -549,6 +597,15 @@ def _widen_pipe(connection) -> None:
     try:
         fcntl.fcntl(connection.fileno(), set_size, PIPE_BUFFER_BYTES)
     except OSError:
+        pass
+
+
+def _write_orphan_output(stream: int, text: str) -> None:
+    target = sys.stdout if stream == 1 else sys.stderr
+    try:
+        target.write(text)
+        target.flush()
+    except (AttributeError, OSError, ValueError):
         pass
 
 

@@ -243,8 +243,11 @@ def dumps_function(function: Any) -> bytes:
 
 
 def as_args(value: Any) -> tuple:
-    """A tuple input is unpacked into *args; anything else is one argument."""
-    return value if type(value) is tuple else (value,)
+    """A tuple input (a namedtuple or any other tuple subclass too, as Burla does) is unpacked
+    into *args; anything else is one argument."""
+    if type(value) is tuple:
+        return value
+    return tuple(value) if isinstance(value, tuple) else (value,)
 
 
 def dumps_input(input_index: int, value: Any) -> Payload:
@@ -253,7 +256,7 @@ def dumps_input(input_index: int, value: Any) -> Payload:
     if kind in _SMALL:
         return pickle.dumps((value,), PROTOCOL)
     try:
-        payload = dumps_payload(value if kind is tuple else (value,))
+        payload = dumps_payload(as_args(value))
     except Exception as error:
         raise UnpicklableInput(
             f"input {input_index} ({describe(value)}) cannot be pickled ({type(error).__name__}: {error})",
@@ -297,24 +300,71 @@ def render_traceback(info: ErrorInfo) -> str:
     return "Traceback (most recent call last):\n" + "".join(summary.format()) + info.exception_only
 
 
+def _exception_from_state(cls: type, args: tuple, state: dict) -> BaseException:
+    """An exception rebuilt without calling its __init__ (which may need other arguments than
+    the ones it passed on to Exception): its args and attributes, as they were."""
+    try:
+        error = cls.__new__(cls, *args)
+    except Exception:
+        error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class _ExceptionState:
+    """Pickles an exception as its class, args and __dict__ (the way Ray rebuilds one)."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self):
+        error = self.error
+        return _exception_from_state, (type(error), error.args, dict(error.__dict__))
+
+
+def _pickled_exception(error: BaseException) -> bytes | None:
+    """The exception pickled so that it unpickles as its own type: the usual way, or else
+    without its __init__. None when neither works (it holds something that cannot travel)."""
+    for candidate in (error, _ExceptionState(error)):
+        try:
+            pickled = cloudpickle_dumps(candidate)
+            pickle.loads(pickled)  # an exception whose __init__ needs other args fails only here
+            return pickled
+        except Exception:
+            continue
+    return None
+
+
+def _safe_str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except BaseException:  # the user's __str__ raised: the error itself must still travel
+        return f"<{type(error).__name__}.__str__ raised an exception>"
+
+
 def error_info(error: BaseException, skip_frames: int, kind: str = FUNCTION_ERROR) -> ErrorInfo:
     """What a worker sends when the function raises: the pickled exception when it pickles, and
-    always its type name, message and traceback text."""
-    tb = _user_tb(error, skip_frames)
-    text = "".join(traceback.format_exception(type(error), error, tb))
-    frames = [(f.filename, f.lineno or 0, f.name, f.line or "") for f in traceback.extract_tb(tb)]
+    always its type name, message and traceback text. Never raises, whatever the exception
+    does (a __str__ or __reduce__ that fails): the caller gets the error, not a dead worker."""
+    error_type = type(error)
+    type_name = f"{getattr(error_type, '__module__', '?')}.{getattr(error_type, '__qualname__', error_type.__name__)}".removeprefix("builtins.")
+    message = _safe_str(error)
     try:
-        pickled = cloudpickle_dumps(error)
-        pickle.loads(pickled)  # an exception whose __init__ needs other args fails only here
+        tb = _user_tb(error, skip_frames)
+        text = "".join(traceback.format_exception(error_type, error, tb))
+        frames = [(f.filename, f.lineno or 0, f.name, f.line or "") for f in traceback.extract_tb(tb)]
+        exception_only = "".join(traceback.format_exception_only(error_type, error))
     except Exception:
-        pickled = None
+        text = exception_only = f"{type_name}: {message}\n"
+        frames = []
     return ErrorInfo(
-        type_name=f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins."),
-        message=str(error),
+        type_name=type_name,
+        message=message,
         traceback=text,
         frames=frames,
-        exception_only="".join(traceback.format_exception_only(type(error), error)),
-        pickled=pickled,
+        exception_only=exception_only,
+        pickled=_pickled_exception(error),
         kind=kind,
     )
 

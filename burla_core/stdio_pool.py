@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from types import SimpleNamespace
 
 from multiprocess.connection import Connection
@@ -23,10 +24,12 @@ from .pool import Worker, WorkerPool
 
 
 class StdioProcess:
-    """The bits of a multiprocess.Process the pool uses, for a worker started by a command."""
+    """The bits of a multiprocess.Process the pool uses, for a worker started by a command, and
+    the name the pool gave it (a container's name, so that the container itself can be removed)."""
 
-    def __init__(self, popen: subprocess.Popen) -> None:
+    def __init__(self, popen: subprocess.Popen, name: str) -> None:
         self.popen = popen
+        self.name = name
         self.pid = popen.pid
         # The pool waits on `sentinel` like on a forked worker's: a pidfd becomes readable when
         # the process exits; without pidfds, a thread closes a pipe when it does.
@@ -51,9 +54,10 @@ class StdioProcess:
 
 
 class StdioWorkerPool(WorkerPool):
-    """A WorkerPool whose workers run `command(gpu_index)` with `environment(gpu_index)`."""
+    """A WorkerPool whose workers run `command(gpu_index, name)` with `environment(gpu_index)`;
+    `name` is unique to the worker (burla-worker-PID-RANDOM)."""
 
-    def command(self, gpu_index: int | None) -> list[str]:
+    def command(self, gpu_index: int | None, name: str) -> list[str]:
         raise NotImplementedError
 
     def environment(self, gpu_index: int | None) -> dict | None:
@@ -63,8 +67,9 @@ class StdioWorkerPool(WorkerPool):
         return dict(os.environ, CUDA_VISIBLE_DEVICES=str(gpu_index))
 
     def _start_worker(self, profile: tuple, gpu_index: int | None) -> Worker:
+        name = f"burla-worker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         popen = subprocess.Popen(
-            self.command(gpu_index), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
+            self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
             env=self.environment(gpu_index),
         )
         inbox = Connection(os.dup(popen.stdin.fileno()), readable=False)
@@ -72,7 +77,7 @@ class StdioWorkerPool(WorkerPool):
         popen.stdin.close()
         popen.stdout.close()
         return Worker(
-            StdioProcess(popen),
+            StdioProcess(popen, name),
             inbox,
             outbox,
             SimpleNamespace(value=-1),  # updated from the worker's "s" reports
@@ -107,7 +112,7 @@ class EnvironmentWorkerPool(StdioWorkerPool):
         self.site_dirs = list(site_dirs)
         self.python = python
 
-    def command(self, gpu_index: int | None) -> list[str]:
+    def command(self, gpu_index: int | None, name: str) -> list[str]:
         return [self.python, "-c", ENVIRONMENT_BOOTSTRAP, *self.site_dirs]
 
     def environment(self, gpu_index: int | None) -> dict | None:

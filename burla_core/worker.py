@@ -1,39 +1,49 @@
 """The worker process: runs the user's function on inputs, one at a time, and reports back.
 
     pool ──(batch msg)──► [recv]  main thread: for each input: unpickle, call, pickle result
-                                        │ results / log lines / errors
+                                        │ results / errors / output left at an input's end
                                         ▼
     pool ◄──(one msg per few ms)── Outbox ◄── sender thread (coalesces, so 10,000 no-op inputs
                                                  cost a few dozen pipe writes, not 10,000)
+    pool ◄──(fd 1 / fd 2 pipes)── what the function, its children and C code write (capture.py)
 
 Messages are msgpack lists. Pool → worker: ["job", job, function_bytes, env],
 ["batch", job, batch_id, [[index, payload], ...]], ["stop"]. Worker → pool: a list of items
-["r", job, index, pickled_result], ["l", job, index, stream, text], ["e", job, index, info],
+["r", job, index, pickled_result], ["l", job, index, stream, output_bytes], ["e", job, index, info],
 ["d", job, batch_id] (batch finished). A payload is pickle bytes, or a pickle whose big buffers
-travel beside it, in memory shared with the pool when the worker has it (channel.py).
+travel beside it, in memory shared with the pool when the worker has it (channel.py). `env` is
+the job's environment variables plus the caller's state: BURLA_CWD, BURLA_SYS_PATH (a list),
+BURLA_ENVIRON (a dict); see apply_caller_state.
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
 pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
-the canceled job in `cancel_job`: the handler raises inside the user's function.
+the canceled job in `cancel_job`: the handler raises inside the user's function. A function
+that returns a coroutine (`async def`) is awaited on the worker's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import io
+import faulthandler
+import gc
+import importlib
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
 import time
+import types
 
 import msgpack
 
+from .capture import OutputEnds, WorkerOutput, own_pipes
 from .channel import decode_input, encode_result
 from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
 from .serialization import dumps_payload, error_info, loads
-from .types import UNPICKLABLE_RESULT
+from .types import UNPICKLABLE_RESULT, ErrorInfo
 
 COALESCE_SECONDS = 0.002
 
@@ -45,8 +55,6 @@ def pack(message: list) -> bytes:
 
 def unpack(data: bytes) -> list:
     return msgpack.unpackb(data, raw=False, unicode_errors="surrogatepass")
-
-MAX_PARTIAL_LINE = 64 * 1024
 
 
 class CancelInput(BaseException):
@@ -93,50 +101,6 @@ class Outbox:
                 self._send_pending()
 
 
-class LineCapture(io.TextIOBase):
-    """Stands in for sys.stdout / sys.stderr while an input runs: whole lines go to the outbox
-    tagged with the input index, so lines from different inputs never mix mid-line."""
-
-    def __init__(self, outbox: Outbox, stream: int) -> None:
-        self.outbox = outbox
-        self.stream = stream
-        self.job = 0
-        self.input_index = -1
-        self.partial = ""
-
-    encoding = "utf-8"
-    errors = "strict"
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return False
-
-    def write(self, text) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        if not text.isascii():
-            text.encode("utf-8")  # a lone surrogate raises here, as on a real UTF-8 stream
-        if "\n" in text:
-            whole, _, rest = (self.partial + text).rpartition("\n")
-            self.partial = rest
-            self.outbox.add(["l", self.job, self.input_index, self.stream, whole + "\n"])
-        else:
-            self.partial += text
-            if len(self.partial) > MAX_PARTIAL_LINE:
-                # A very long line travels in pieces; the caller joins them before printing.
-                self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial])
-                self.partial = ""
-        return len(text)
-
-    def end_input(self) -> None:
-        """Send a trailing partial line, ended, so that it cannot merge with another input's."""
-        if self.partial:
-            self.outbox.add(["l", self.job, self.input_index, self.stream, self.partial + "\n"])
-            self.partial = ""
-
-
 class WorkerState:
     def __init__(self, current_index, current_job, cancel_job) -> None:
         self.current_index = current_index
@@ -145,12 +109,76 @@ class WorkerState:
         self.in_call = False
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Exit when the process that started this worker is gone (never leak past it)."""
+def _watch_parent(pool_pid: int | None) -> None:
+    """Exit when the pool that started this worker is gone (never leak past it). The worker's
+    parent is the pool's process under fork and spawn, and the forkserver (which exits with the
+    pool) under forkserver: the parent leaving, or the pool's process, is the signal."""
+    parent = os.getppid()
     while True:
         time.sleep(0.25)
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent:
             os._exit(1)
+        if pool_pid is not None and pool_pid != parent:
+            try:
+                os.kill(pool_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+
+def _watch_inbox(fd: int) -> None:
+    """Exit when the pool's end of the inbox is closed, even in the middle of a call: for a
+    worker in a container, whose parent is the container's init, not the pool."""
+    poll = select.poll()
+    poll.register(fd, 0)  # hang-up and errors are always reported; data is not asked for
+    while True:
+        try:
+            events = poll.poll()
+        except InterruptedError:
+            continue
+        if any(event & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, event in events):
+            os._exit(0)
+
+
+def apply_caller_state(job_env: dict, worker_env: dict) -> None:
+    """Make this worker see the caller as of the call: its current directory (BURLA_CWD), its
+    sys.path (BURLA_SYS_PATH) and its whole environment (BURLA_ENVIRON), plus the job's own
+    variables; the worker's own variables (CUDA_VISIBLE_DEVICES of a GPU worker) win."""
+    job_env = dict(job_env)
+    cwd = job_env.pop("BURLA_CWD", None)
+    sys_path = job_env.pop("BURLA_SYS_PATH", None)
+    environ = job_env.pop("BURLA_ENVIRON", None)
+    if environ is None:
+        os.environ.update(job_env)
+        os.environ.update(worker_env)
+    else:
+        _set_environment({**environ, **job_env, **worker_env})
+    if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
+        os.chdir(cwd)  # a warm worker follows the caller's current directory
+    if sys_path is not None and sys_path != sys.path:
+        sys.path[:] = sys_path
+        importlib.invalidate_caches()
+
+
+_applied_environment: tuple[dict | None, dict | None] = (None, None)
+
+
+def _set_environment(wanted: dict) -> None:
+    """os.environ becomes `wanted`; nothing is done when it already is (the common case: a warm
+    worker, an unchanged caller), checked with C-level dict compares instead of per variable."""
+    global _applied_environment
+    raw = getattr(os.environ, "_data", None)  # CPython's encoded store
+    last_wanted, last_raw = _applied_environment
+    if isinstance(raw, dict) and wanted == last_wanted and raw == last_raw:
+        return
+    current = dict(os.environ)
+    for name in current.keys() - wanted.keys():
+        del os.environ[name]
+    for name, value in wanted.items():
+        if current.get(name) != value:
+            os.environ[name] = value
+    _applied_environment = (wanted, dict(raw) if isinstance(raw, dict) else None)
 
 
 def worker_main(
@@ -163,11 +191,16 @@ def worker_main(
     parent_pid: int | None,
     outbox_ref=None,
     arenas=None,
+    output_ends: OutputEnds | None = None,
 ) -> None:
+    """`output_ends`: the pipes the pool reads this worker's output from; without them (a
+    worker in a container) the worker makes its own and sends what they carry itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle
     os.environ.update(env)
     if parent_pid is not None:
         threading.Thread(target=_watch_parent, args=(parent_pid,), name="burla-parent-watch", daemon=True).start()
+    else:
+        threading.Thread(target=_watch_inbox, args=(inbox.fileno(),), name="burla-inbox-watch", daemon=True).start()
     state = WorkerState(current_index, current_job, cancel_job)
     shares_memory = outbox_ref is None
 
@@ -181,8 +214,18 @@ def worker_main(
     outbox = Outbox(outbox_connection)
     if outbox_ref is not None:
         outbox_ref.append(outbox)
-    stdout, stderr = LineCapture(outbox, 1), LineCapture(outbox, 2)
-    real_stdout, real_stderr = sys.stdout, sys.stderr
+    if output_ends is None:
+
+        def relay(items: list) -> None:
+            for item in items:
+                outbox.add(item)
+            outbox.flush()  # at once: nothing but this process holds these bytes now
+
+        output = WorkerOutput(own_pipes(), relay)
+    else:
+        output = WorkerOutput(output_ends)
+    faulthandler.enable(all_threads=False)  # a crash in native code prints where, to the captured stderr
+    gc.freeze()  # objects inherited from the caller (fork) are never traversed, so never copied
     function = None
     load_error = None
     loaded_job = None
@@ -202,67 +245,92 @@ def worker_main(
                 for input_index, _ in items:
                     outbox.add(["e", job, input_index, load_error])
             else:
-                sys.stdout, sys.stderr = stdout, stderr
-                try:
-                    _run_batch(function, job, items, state, outbox, stdout, stderr, arenas)
-                finally:
-                    sys.stdout, sys.stderr = real_stdout, real_stderr
+                _run_batch(function, job, items, state, outbox, output, arenas)
             outbox.add(["d", job, batch_id])
             outbox.flush()
         elif kind == "job":
             _, loaded_job, function_bytes, job_env = message
-            cwd = job_env.pop("BURLA_CWD", None)
             use_local_code(job_env.pop(CODE_PATH_KEY, None), job_env.pop(CODE_MODULES_KEY, None))
-            os.environ.update(job_env)
-            if cwd and cwd != os.getcwd() and os.path.isdir(cwd):
-                os.chdir(cwd)  # a warm worker follows the caller's current directory
+            apply_caller_state(job_env, env)
+            output.start_job(loaded_job)  # what unpickling the function prints is the job's
             try:
                 function, load_error = pickle.loads(function_bytes), None
             except Exception as error:
                 function, load_error = None, error_info(error, skip_frames=0).to_wire()
+            output.end_input(outbox.add)
         elif kind == "stop":
             outbox.flush()
             os._exit(0)
 
 
-def _run_batch(function, job, items, state, outbox, stdout, stderr, arenas) -> None:
-    stdout.job = stderr.job = job
+def _run_batch(function, job, items, state, outbox, output: WorkerOutput, arenas) -> None:
     state.current_job.value = job
     if isinstance(state.current_index, _ReportingIndex):
         state.current_index.job = job
     add = outbox.add
-    for position, (input_index, payload) in enumerate(items):
+    start_input, end_input = output.start_input, output.end_input
+    for input_index, payload in items:
         if state.cancel_job.value == job:
             return
         state.current_index.value = input_index
-        stdout.input_index = stderr.input_index = input_index
+        start_input(input_index)
+        coroutine_code = None
         try:
             try:
                 state.in_call = True
                 result = function(*(pickle.loads(payload) if type(payload) is bytes else loads(decode_input(payload, arenas))))
+                if type(result) is _COROUTINE:  # an async def function: await it here
+                    coroutine_code = result.cr_code
+                    result = _await(result)
                 state.in_call = False
             except CancelInput:
                 raise
             except BaseException as error:  # the user's error, whatever it is, goes to the caller
                 state.in_call = False
-                stdout.end_input()
-                stderr.end_input()
-                # Frames to hide: this one (the call site); the rest are the user's.
-                add(["e", job, input_index, error_info(error, skip_frames=1).to_wire()])
+                end_input(add)
+                add(["e", job, input_index, _error_of_call(error, coroutine_code).to_wire()])
                 continue
-            stdout.end_input()
-            stderr.end_input()
+            end_input(add)
             try:
                 add(["r", job, input_index, encode_result(dumps_payload(result), arenas, outbox.flush)])
             except Exception as error:
                 add(["e", job, input_index, error_info(error, 0, kind=UNPICKLABLE_RESULT).to_wire()])
         except CancelInput:
             state.in_call = False
-            stdout.end_input()
-            stderr.end_input()
+            output.end_input(add)
             return
         finally:
             state.current_index.value = -1
+
+
+def _error_of_call(error: BaseException, coroutine_code) -> ErrorInfo:
+    """The error's info with a traceback that starts in the user's function: this module's
+    frame (the call site) is hidden, and so is asyncio's machinery around a coroutine."""
+    if coroutine_code is not None:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code is not coroutine_code:
+            tb = tb.tb_next
+        if tb is not None:
+            return error_info(error.with_traceback(tb), skip_frames=0)
+    return error_info(error, skip_frames=1)
+
+
+_COROUTINE = types.CoroutineType
+_runner: asyncio.Runner | None = None
+
+
+def _await(coroutine):
+    """Run a coroutine on this worker's event loop: one loop per worker, kept between calls
+    (so a client made by one call can be reused by the next), replaced after a cancel."""
+    global _runner
+    if _runner is None:
+        _runner = asyncio.Runner()
+    try:
+        return _runner.run(coroutine)
+    except CancelInput:
+        runner, _runner = _runner, None
+        runner.close()  # cancels what the call left running
+        raise
 
 
 class _ReportingIndex:
@@ -294,15 +362,15 @@ class _PlainValue:
 
 def stdio_main() -> None:
     """`python -m burla_core.worker --stdio`: a worker speaking the pool's protocol over stdin and
-    stdout, for workers the pool cannot fork (inside a container image). Stray writes to file
-    descriptor 1 (C extensions, subprocesses) are sent to stderr so they cannot corrupt it."""
+    stdout, for workers the pool cannot fork (inside a container image). The protocol moves to
+    other descriptors; fds 1 and 2 become the worker's own output pipes (capture.py), so what the
+    function, C extensions or subprocesses write there is captured, never mixed into it."""
     from multiprocess.connection import Connection
 
     inbox = Connection(os.dup(0), writable=False)
     outbox_connection = Connection(os.dup(1), readable=False)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
-    os.dup2(2, 1)
     outbox_ref: list = []
     current_index = _ReportingIndex(outbox_ref)
     worker_main(

@@ -178,37 +178,48 @@ class ScriptRun:
             env=env,
             start_new_session=True,
         )
-        self.lines: list[str] = []
-        self.stderr_chunks: list[bytes] = []
+        self.lines: list[str] = []  # whole stdout lines
+        self._out = bytearray()
+        self._err = bytearray()
         self._changed = threading.Condition()
         self._readers = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stdout, self._out), daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stderr, self._err), daemon=True),
         ]
         for reader in self._readers:
             reader.start()
 
-    def _read_stdout(self) -> None:
-        for raw in self.process.stdout:
+    def _read(self, pipe, into: bytearray) -> None:
+        """Collect what arrives as it arrives, partial lines too (a progress bar's updates)."""
+        while chunk := pipe.read1(65536):
             with self._changed:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                into.extend(chunk)
+                if into is self._out:
+                    self.lines = [line.rstrip("\r") for line in self._out.decode("utf-8", "replace").split("\n")[:-1]]
                 self._changed.notify_all()
-
-    def _read_stderr(self) -> None:
-        for raw in self.process.stderr:
-            self.stderr_chunks.append(raw)
 
     def wait_for_line(self, predicate, timeout: float) -> str | None:
         """The first stdout line for which `predicate` holds, or None after `timeout` seconds."""
+        found: list[str] = []
+
+        def check(out: str, err: str) -> bool:
+            found[:] = [line for line in self.lines if predicate(line)][:1]
+            return bool(found)
+
+        return found[0] if self.wait_for_output(check, timeout) else None
+
+    def wait_for_output(self, predicate, timeout: float) -> bool:
+        """True once `predicate(stdout_text, stderr_text)` holds for what the child has written
+        so far (unfinished lines included); False after `timeout` seconds or once it has ended."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:
-                for line in self.lines:
-                    if predicate(line):
-                        return line
+                if predicate(self._out.decode("utf-8", "replace"), self._err.decode("utf-8", "replace")):
+                    return True
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.process.poll() is not None and not self._readers[0].is_alive()):
-                    return None
+                ended = self.process.poll() is not None and not any(reader.is_alive() for reader in self._readers)
+                if remaining <= 0 or ended:
+                    return False
                 self._changed.wait(min(remaining, 0.1))
 
     def wait(self, timeout: float) -> int | None:
@@ -224,11 +235,12 @@ class ScriptRun:
     @property
     def stdout(self) -> str:
         with self._changed:
-            return "\n".join(self.lines)
+            return self._out.decode("utf-8", "replace")
 
     @property
     def stderr(self) -> str:
-        return b"".join(self.stderr_chunks).decode("utf-8", "replace")
+        with self._changed:
+            return self._err.decode("utf-8", "replace")
 
     def kill(self) -> None:
         """Kill the child's whole process group (it is its own session), if still there."""

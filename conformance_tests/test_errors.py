@@ -10,6 +10,7 @@ import time
 import burla
 
 from conformance_tests._support import (
+    call_with_deadline,
     raised_by,
     remote_traceback_texts,
     send_suite_by_value,
@@ -44,6 +45,19 @@ class ErrorNeedingTwoArguments(Exception):
     def __init__(self, code, detail):
         super().__init__(f"code {code}: {detail}")
         self.code = code
+
+
+class ErrorWithBrokenStr(Exception):
+    """Its __str__ raises: printing it fails, raising and pickling it does not."""
+
+    def __str__(self):
+        raise RuntimeError("__str__ is broken")
+
+
+def raise_error_with_broken_str(x):
+    if x == 1:
+        raise ErrorWithBrokenStr("the real problem")
+    return x
 
 
 def fail_on_three(x):
@@ -162,18 +176,28 @@ def test_unpicklable_exception_arrives_as_remote_exception(rpm):
     assert getattr(error, "burla_input_index", None) == 2, f"burla_input_index: {getattr(error, 'burla_input_index', None)!r}"
 
 
-def test_exception_that_cannot_be_unpickled_arrives_as_remote_exception(rpm):
+def test_exception_whose_init_needs_other_arguments_keeps_its_type_and_attributes(rpm):
     error = raised_by(rpm, raise_error_needing_two_arguments, [0, 1])
-    if type(error) is ErrorNeedingTwoArguments:  # a backend may manage to rebuild it: also fine
-        assert str(error) == "code 7: needs two arguments", f"message changed: {str(error)!r}"
-        return
-    assert isinstance(error, burla.RemoteException), (
-        f"an exception that cannot be unpickled should arrive as burla.RemoteException, got {type(error).__name__}: {error}"
+    assert type(error) is ErrorNeedingTwoArguments, (
+        "an exception whose __init__ takes other arguments than it passes to Exception (so pickle cannot "
+        f"re-create it) should still come back as its own type; got {type(error).__module__}.{type(error).__qualname__}: {error}"
     )
-    assert "ErrorNeedingTwoArguments" in error.type_name, f"type_name is {error.type_name!r}"
-    assert error.original_message == "code 7: needs two arguments", f"original_message is {error.original_message!r}"
-    assert "raise_error_needing_two_arguments" in error.traceback_text, f"traceback_text:\n{error.traceback_text}"
+    assert str(error) == "code 7: needs two arguments", f"message changed: {str(error)!r}"
+    assert getattr(error, "code", None) == 7, f"its attribute `code` came back as {getattr(error, 'code', None)!r}"
     assert getattr(error, "burla_input_index", None) == 0, f"burla_input_index: {getattr(error, 'burla_input_index', None)!r}"
+    assert any("raise_error_needing_two_arguments" in text for text in remote_traceback_texts(error)), (
+        f"the remote traceback should show the function's frame: {remote_traceback_texts(error)!r}"
+    )
+
+
+def test_exception_whose_str_raises_reaches_the_caller_as_itself(rpm):
+    error = call_with_deadline(60, "a call raising an exception whose __str__ fails", raised_by, rpm, raise_error_with_broken_str, [0, 1])
+    assert type(error) is ErrorWithBrokenStr, (
+        "the function raised an exception whose __str__ itself raises; the caller should get that exception, "
+        f"not {type(error).__module__}.{type(error).__qualname__}: {error!r}"
+    )
+    assert error.args == ("the real problem",), f"its args came back as {error.args!r}"
+    assert getattr(error, "burla_input_index", None) == 1, f"burla_input_index: {getattr(error, 'burla_input_index', None)!r}"
 
 
 def test_error_cancels_the_rest_of_the_job(rpm, tmp_path):

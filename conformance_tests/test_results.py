@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import inspect
@@ -22,6 +23,27 @@ def power(base, exponent):
 
 def collect_args(*args):
     return args
+
+
+Exponentiation = collections.namedtuple("Exponentiation", "base exponent")
+
+
+class TaggedPair(tuple):
+    """A tuple subclass that is not a namedtuple."""
+
+
+async def async_square(x):
+    import asyncio
+
+    await asyncio.sleep(0.001)
+    return x * x
+
+
+async def async_raise(x):
+    import asyncio
+
+    await asyncio.sleep(0.001)
+    raise LookupError(f"async failure {x}")
 
 
 def returns_nothing(x):
@@ -111,6 +133,32 @@ def test_tuple_inputs_unpack_into_args_other_inputs_are_one_argument(rpm):
     )
     got = rpm(power, [(2, 3), (3, 2), (10, 0)])
     assert got == [8, 9, 1], f"power(base, exponent) over tuple inputs gave {got!r}, expected [8, 9, 1]"
+
+
+def test_namedtuple_and_other_tuple_subclass_inputs_unpack_into_args(rpm):
+    got = rpm(power, [Exponentiation(2, 3), Exponentiation(base=3, exponent=2), TaggedPair((10, 2))])
+    assert got == [8, 9, 100], (
+        "Burla unpacks every tuple instance into *args (isinstance(x, tuple)), namedtuples included: "
+        f"power(base, exponent) over Exponentiation(2, 3), Exponentiation(3, 2) and a tuple subclass (10, 2) "
+        f"gave {got!r}, expected [8, 9, 100]"
+    )
+
+
+def test_async_function_is_awaited_and_returns_its_value(rpm):
+    got = rpm(async_square, [1, 2, 3])
+    assert got == [1, 4, 9], f"an `async def` function should be awaited in the worker; got {got!r}, expected [1, 4, 9]"
+
+
+def test_async_function_error_is_raised_with_its_own_frame(rpm):
+    try:
+        rpm(async_raise, [0, 5])
+    except LookupError as error:
+        assert "async failure" in str(error), f"message changed: {error}"
+        traceback_text = getattr(error, "burla_traceback", "")
+        assert "async_raise" in traceback_text, f"the remote traceback should show the coroutine's frame:\n{traceback_text}"
+        assert "asyncio" not in traceback_text, f"the remote traceback shows asyncio internals:\n{traceback_text}"
+    else:
+        raise AssertionError("the coroutine raised LookupError; the call should have raised it")
 
 
 def test_lambda_runs(rpm):

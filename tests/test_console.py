@@ -84,3 +84,76 @@ def test_no_progress_line_when_output_is_not_a_terminal(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "\x1b[" not in out.stdout + out.stderr and "running" not in out.stderr, out.stderr
     assert out.stdout.count("résultat ✓") == 8
+
+
+def test_pieces_are_printed_at_once_and_two_inputs_never_share_a_line(capsys):
+    from burla_core.console import Console
+
+    console = Console(False, "work")
+    console.write_logs([(0, 1, "\rprogress 10%")])
+    assert capsys.readouterr().out == "\rprogress 10%", "an unfinished piece (a progress bar) must be printed at once"
+    console.write_logs([(0, 1, "\rprogress 20%"), (1, 1, "input 1 line\n"), (0, 1, "\rprogress 30%"), (0, 1, " done\n")])
+    console.write_logs([(2, 1, "a" * 10), (2, 1, "b" * 10 + "\n")])
+    console.close()
+    out = capsys.readouterr().out
+    assert out == "\rprogress 20%\ninput 1 line\n\rprogress 30% done\n" + "a" * 10 + "b" * 10 + "\n", repr(out)
+
+
+def test_an_unfinished_line_is_ended_when_the_console_closes_or_burla_speaks(capsys):
+    from burla_core.console import Console
+
+    console = Console(False, "work")
+    console.write_logs([(0, 2, "no newline yet")])
+    console.notice("input 0: retrying it")
+    console.write_logs([(0, 1, "stdout left open")])
+    console.close()
+    captured = capsys.readouterr()
+    assert captured.err == "no newline yet\nburla: input 0: retrying it\n", repr(captured.err)
+    assert captured.out == "stdout left open\n", repr(captured.out)
+
+
+PROGRESS_BAR_SCRIPT = """
+import sys, time
+from burla import remote_parallel_map
+def work(x):
+    for step in range(4):
+        sys.stderr.write(f"\\rbar {{step}}/3")
+        sys.stderr.flush()
+        time.sleep(0.3)
+    sys.stderr.write("\\n")
+    return x
+remote_parallel_map(work, [0], func_ram=1, spinner={spinner})
+print("finished")
+"""
+
+
+def test_a_progress_bar_of_the_function_is_not_erased_by_the_progress_line(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(PROGRESS_BAR_SCRIPT.format(spinner=True))
+    env = python_env()
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, str(script)], env)
+    output = b""
+    first_seen: dict[str, float] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+        for step in range(4):
+            if f"bar {step}/3".encode() in output:
+                first_seen.setdefault(f"bar {step}/3", time.monotonic())
+    os.waitpid(pid, 0)
+    screen = output.decode()
+    assert first_seen.get("bar 3/3", 0) - first_seen.get("bar 0/3", 0) > 0.3, (
+        f"the bar's updates, 0.3 s apart in the function, should appear as they are written: {first_seen}"
+    )
+    shown = [line for line in rendered(screen) if line.strip()]
+    assert "bar 3/3" in shown, f"the function's progress bar should end shown on its own line: {shown}"
+    bar_part = screen[screen.index("bar 0/3") : screen.index("bar 3/3")]
+    assert "\x1b[K" not in bar_part, f"the progress line erased the function's unfinished line: {bar_part!r}"

@@ -16,7 +16,7 @@ from burla import remote_parallel_map
 from burla_backend_local import provisioner as local
 from burla_core.types import ResourceRequest
 
-from .conftest import TESTS_DIR, python_env
+from .conftest import python_env
 
 
 def rpm(*args, **kwargs):
@@ -136,49 +136,6 @@ def test_function_over_func_ram_is_killed_retried_once_then_raises(tmp_path):
     assert time.monotonic() - started < 20
 
 
-def test_image_without_a_container_engine_fails_at_once(monkeypatch, tmp_path):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker, no podman
-    with pytest.raises(burla.ContainerEngineMissing, match="docker or podman"):
-        rpm(abs, [1], image="python:3.11")
-
-
-def test_image_runs_workers_through_the_container_engine(monkeypatch, tmp_path):
-    """With an engine present, workers are `docker run -i IMAGE python -m burla_core.worker
-    --stdio`. No engine runs on CI machines, so a stand-in client runs that command here; what
-    is checked is how the backend drives an engine and speaks to a worker over stdio."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").symlink_to(TESTS_DIR / "fake_docker.py")
-    log = tmp_path / "docker.log"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
-    monkeypatch.setenv("FAKE_DOCKER_PYTHON", sys.executable)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
-
-    def square(x):
-        print(f"squaring {x}")
-        return x * x
-
-    assert rpm(square, range(5), image="example/image:1", func_ram=1) == [0, 1, 4, 9, 16]
-    commands = log.read_text().splitlines()
-    runs = [c for c in commands if c.startswith("run ")]
-    assert runs and all("example/image:1 python -m burla_core.worker --stdio" in c for c in runs), commands
-    assert all("--memory 1g" in c for c in runs), f"func_ram must become the container's memory limit: {runs}"
-
-    marker_dir = str(tmp_path)
-
-    def die_once(x):
-        import os as o
-
-        marker = o.path.join(marker_dir, f"{x}.died")
-        if not o.path.exists(marker):
-            open(marker, "w").close()
-            o._exit(3)
-        return x
-
-    assert rpm(die_once, [7], image="example/image:1", func_ram=1) == [7]
-
-
 def test_grow_on_local_says_it_cannot_grow_and_runs(capfd):
     assert rpm(abs, [-1, -2], grow=True) == [1, 2]
     assert "cannot add nodes" in capfd.readouterr().err
@@ -247,3 +204,137 @@ def test_warm_workers_follow_the_callers_working_directory(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data.txt").write_text("here")
     assert rpm(lambda name: open(name).read(), ["data.txt"]) == ["here"]
+
+
+SHARED_MEMORY_CALLER = """
+from burla import remote_parallel_map
+import time
+
+held = bytearray(1536 * 2**20)  # 1.5 GiB held by the caller, touched so that it is resident
+for i in range(0, len(held), 4096):
+    held[i] = 1
+
+def light(x):
+    time.sleep(0.8)  # several watchdog rounds
+    return x
+
+if __name__ == "__main__":
+    print(remote_parallel_map(light, range(2), func_ram=1, spinner=False))
+"""
+
+
+def test_memory_the_worker_shares_with_the_caller_does_not_count_against_func_ram(tmp_path):
+    script = tmp_path / "caller.py"
+    script.write_text(SHARED_MEMORY_CALLER)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=python_env())
+    assert out.returncode == 0 and "[0, 1]" in out.stdout, (
+        "the caller holds 1.5 GiB and the calls use almost nothing: func_ram=1 must count only what a call adds, "
+        f"not what its forked worker shares with the caller.\nstdout: {out.stdout}\nstderr: {out.stderr[-3000:]}"
+    )
+    assert "ran out of memory" not in out.stderr, out.stderr
+
+
+def test_a_line_printed_before_the_func_ram_kill_reaches_the_caller(capfd):
+    def hog(x):
+        print("allocating now", flush=True)
+        block = bytearray(1536 * 2**20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(5)
+        return len(block)
+
+    capfd.readouterr()
+    with pytest.raises(burla.WorkerDied, match="ran out of memory"):
+        rpm(hog, [0], func_ram=1)
+    assert capfd.readouterr().out.count("allocating now") == 2, "the line printed before each of the two kills is missing"
+
+
+def test_worker_died_says_how_without_blaming_sys_exit():
+    with pytest.raises(burla.WorkerDied) as caught:
+        rpm(lambda x: os._exit(5), [0])
+    message = str(caught.value)
+    assert "status 5" in message and "os._exit" in message, message
+    assert "sys.exit" not in message, f"sys.exit raises SystemExit, which comes back as the error; it cannot kill a worker: {message}"
+
+
+def test_sys_exit_in_the_function_comes_back_as_system_exit():
+    with pytest.raises(SystemExit) as caught:
+        rpm(lambda x: sys.exit(4), [0])
+    assert caught.value.code == 4
+
+
+FORKSERVER_CALLER = """
+import time
+from burla import remote_parallel_map
+
+def slow(x):
+    time.sleep(1.0)  # four times the worker's parent-watch interval
+    return x * 2
+
+if __name__ == "__main__":
+    print(remote_parallel_map(slow, range(2), func_ram=1, spinner=False))
+"""
+
+
+def test_forkserver_start_method_runs_calls_longer_than_the_parent_watch(tmp_path):
+    script = tmp_path / "forkserver.py"
+    script.write_text(FORKSERVER_CALLER)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=python_env(BURLA_START_METHOD="forkserver")
+    )
+    assert out.returncode == 0 and "[0, 2]" in out.stdout, f"stdout: {out.stdout}\nstderr: {out.stderr[-3000:]}"
+    assert "retrying" not in out.stderr, f"a worker died under forkserver: {out.stderr}"
+
+
+def test_invalid_start_method_is_an_invalid_argument_naming_the_variable(tmp_path):
+    script = tmp_path / "bad_method.py"
+    script.write_text(
+        "import burla\n"
+        "try:\n"
+        "    burla.remote_parallel_map(abs, [1], spinner=False)\n"
+        "except burla.InvalidArgument as error:\n"
+        "    print('InvalidArgument:', error)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=python_env(BURLA_START_METHOD="frok")
+    )
+    assert out.returncode == 0, out.stderr
+    message = out.stdout
+    assert "InvalidArgument:" in message and "BURLA_START_METHOD" in message and "'frok'" in message, message
+    assert all(method in message for method in ("fork", "spawn", "forkserver")), f"the message should list the valid values: {message}"
+
+
+def test_warm_workers_see_the_callers_sys_path_and_environment_as_of_each_call(tmp_path, monkeypatch):
+    monkeypatch.setenv("BURLA_TEST_REMOVED_LATER", "1")
+    rpm(abs, [1, 2])  # workers are warm, started with the old sys.path and environment
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "burla_test_local_lib.py").write_text("VALUE = 'from src'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("src")  # relative, as `sys.path.insert(0, "src")` in a script
+    monkeypatch.setenv("BURLA_TEST_ADDED_LATER", "added")
+    monkeypatch.delenv("BURLA_TEST_REMOVED_LATER")
+
+    def look(x):
+        import os as o
+
+        import burla_test_local_lib
+
+        return burla_test_local_lib.VALUE, o.environ.get("BURLA_TEST_ADDED_LATER"), "BURLA_TEST_REMOVED_LATER" in o.environ
+
+    assert rpm(look, [0, 1]) == [("from src", "added", False)] * 2
+
+
+def test_gpu_workers_keep_their_own_cuda_visible_devices_when_the_environment_is_synced(fake_gpus, monkeypatch):
+    fake_gpus("H100:81559,H100:81559")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # the caller's own setting
+
+    def visible(x):
+        import os as o
+        import time as t
+
+        t.sleep(0.2)
+        return o.environ.get("CUDA_VISIBLE_DEVICES")
+
+    assert set(rpm(visible, range(4), func_gpu="H100", func_ram=1)) == {"0", "1"}
+    assert rpm(visible, [0], func_ram=1) == ["0,1"], "a CPU worker sees the caller's CUDA_VISIBLE_DEVICES"
