@@ -27,6 +27,19 @@ from .iam import Iam
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that does not print a traceback when a client hangs up early (a
+    long poll whose process was killed, a probe that closed its socket)."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 @dataclass
 class MetadataIdentity:
     """What one metadata server says about the machine asking it."""
@@ -73,9 +86,9 @@ class MetadataServer:
         self.identity = identity
         self.iam = iam
         self._id_token_key = id_token_key
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._server = QuietServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=f"metadata-{identity.name}",
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name=f"metadata-{identity.name}",
                                         daemon=True)
         self._thread.start()
 

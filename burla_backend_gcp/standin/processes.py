@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 _REAPER_CODE = r"""
@@ -33,6 +34,25 @@ for pgid in groups:
     except OSError:
         pass
 """
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process group still has a member that is not a zombie (Linux: from /proc; elsewhere
+    a signal reaching the group is taken to mean yes)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp ...
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 class Reaper:
@@ -99,11 +119,17 @@ class Processes:
                 break
             except subprocess.TimeoutExpired:
                 continue
-        # The leader may have exited before the rest of its group: make sure none is left.
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # The leader may have exited before the rest of its group: make sure none is left, and
+        # wait (boundedly: an orphan's zombie is its new parent's to reap) until they are gone.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                break
+            if not group_alive(process.pid):
+                break
+            time.sleep(0.01)
         self.reaper.forget(process.pid)
         with self._lock:
             self._live.discard(process)

@@ -23,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .metadata import QuietServer
 from .rest import ApiError, Call, Route, build_request, parse_query, to_json
 from .storage import permission_for
 
@@ -143,7 +144,6 @@ def serve(standin: "StandIn", router: Router, port: int = 0) -> ThreadingHTTPSer
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch  # noqa: N815 - http.server's naming
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), ApiHandler)
-    server.daemon_threads = True
+    server = QuietServer(("127.0.0.1", port), ApiHandler)
     server.request_queue_size = 128
     return server

@@ -110,8 +110,10 @@ class SimulatedVm:
                                        env=self.environment(extra_env), log_path=self.serial_log)
 
     def run_shutdown_script(self, processes: Processes, extra_env: dict[str, str], timeout_s: float) -> None:
+        """Give the guest `timeout_s` after a preemption notice, running its shutdown-script if any."""
         script = self.spec.attributes.get("shutdown-script")
         if not script or self.metadata_server is None:
+            self.stopped.wait(timeout_s)
             return
         path = self.directory / "shutdown-script"
         path.write_text(script)
