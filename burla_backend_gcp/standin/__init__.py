@@ -89,6 +89,7 @@ class StandIn:
         self._server = None
         self.projects = ProjectsApi(self, self.config.enabled_services)
         self.iam_admin = IamAdminApi(self)
+        self.iam.jwt_verifier = self.iam_admin.member_of_jwt
         self.compute = ComputeApi(self)
         self.compute.operations.wait_deadline_s = self.config.operation_wait_s
         self.firewalls = FirewallsApi(self)

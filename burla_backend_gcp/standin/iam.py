@@ -20,6 +20,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from google.iam.v1 import policy_pb2
 
@@ -89,6 +90,8 @@ class Iam:
         self._policies: dict[str, policy_pb2.Policy] = {}
         self._tokens: dict[str, Token] = {}
         self._etag_counter = 0
+        # Set by the stand-in: the member a self-signed JWT names, if its signature checks out.
+        self.jwt_verifier: Callable[[str], str | None] | None = None
 
     # ------------------------------------------------------------ tokens
 
@@ -106,8 +109,14 @@ class Iam:
             raise ApiError(401, "Request is missing required authentication credential. Expected OAuth 2 "
                                 "access token, login cookie or other valid authentication credential.",
                            reason="CREDENTIALS_MISSING")
+        bearer = authorization[len("Bearer "):].strip()
         with self._lock:
-            token = self._tokens.get(authorization[len("Bearer "):].strip())
+            token = self._tokens.get(bearer)
+        if token is None and bearer.count(".") == 2 and self.jwt_verifier is not None:
+            # A service account key's self-signed JWT, which the GAPIC clients send as is.
+            member = self.jwt_verifier(bearer)
+            if member:
+                return member
         if token is None or token.expires_at < time.time():
             raise ApiError(401, "Request had invalid authentication credentials. Expected OAuth 2 access "
                                 "token, login cookie or other valid authentication credential.",

@@ -197,12 +197,9 @@ class IamAdminApi:
 
     # ------------------------------------------------------------ OAuth token endpoint
 
-    def token(self, body: bytes) -> dict:
-        """`POST /token` with a JWT-bearer grant signed by one of an account's keys."""
-        form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
-        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or "assertion" not in form:
-            raise ApiError(400, "invalid_grant: unsupported grant type or missing assertion", status="INVALID_ARGUMENT")
-        head_b64, claims_b64, signature_b64 = (form["assertion"].split(".") + ["", ""])[:3]
+    def _verified_claims(self, jwt: str) -> dict | None:
+        """The claims of a JWT signed by one of a service account's keys (None if it is not)."""
+        head_b64, claims_b64, signature_b64 = (jwt.split(".") + ["", ""])[:3]
 
         def unb64(text: str) -> bytes:
             return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -210,12 +207,14 @@ class IamAdminApi:
         try:
             header, claims = json.loads(unb64(head_b64)), json.loads(unb64(claims_b64))
         except ValueError:
-            raise ApiError(400, "invalid_grant: malformed assertion", status="INVALID_ARGUMENT") from None
+            return None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            return None
         email = claims.get("iss", "")
         with self._lock:
-            keys = [pem for key, pem in self._keys.get(email, []) if key.name.endswith("/" + header.get("kid", ""))]
+            keys = [pem for key, pem in self._keys.get(email, []) if key.name.endswith("/" + str(header.get("kid", "")))]
         if not keys or claims.get("exp", 0) < time.time():
-            raise ApiError(400, "invalid_grant: Invalid JWT Signature.", status="INVALID_ARGUMENT")
+            return None
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import padding
@@ -223,9 +222,22 @@ class IamAdminApi:
         public = serialization.load_pem_public_key(keys[0])
         try:
             public.verify(unb64(signature_b64), f"{head_b64}.{claims_b64}".encode(), padding.PKCS1v15(), hashes.SHA256())
-        except InvalidSignature:
-            raise ApiError(400, "invalid_grant: Invalid JWT Signature.", status="INVALID_ARGUMENT") from None
-        token = self.standin.iam.mint(f"serviceAccount:{email}", lifetime_s=3600)
+        except (InvalidSignature, ValueError):
+            return None
+        return claims
+
+    def member_of_jwt(self, jwt: str) -> str | None:
+        """A self-signed JWT used directly as a bearer token (what clients do with key files)."""
+        claims = self._verified_claims(jwt)
+        return f"serviceAccount:{claims['iss']}" if claims else None
+
+    def token(self, body: bytes) -> dict:
+        """`POST /token` with a JWT-bearer grant signed by one of an account's keys."""
+        form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or "assertion" not in form:
+            raise ApiError(400, "invalid_grant: unsupported grant type or missing assertion", status="INVALID_ARGUMENT")
+        claims = self._verified_claims(form["assertion"])
+        if claims is None:
+            raise ApiError(400, "invalid_grant: Invalid JWT Signature.", status="INVALID_ARGUMENT")
+        token = self.standin.iam.mint(f"serviceAccount:{claims['iss']}", lifetime_s=3600)
         return {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
-
-

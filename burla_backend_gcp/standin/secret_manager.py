@@ -75,10 +75,16 @@ class SecretManagerApi:
         return project
 
     def _secret_name(self, name: str) -> str:
-        """`projects/P/secrets/S[/versions/V]` → `projects/P/secrets/S`, with P the project id."""
+        """`projects/P/secrets/S[/versions/V]` → `projects/ID/secrets/S`: P may be the id or the
+        number (the API answers names with the number, and callers pass them back)."""
         parts = name.split("/")
         self._project_of(name)
+        parts[1] = self.standin.project_id
         return "/".join(parts[:4])
+
+    def _parent(self, parent: str) -> str:
+        self._project_of(parent)
+        return f"projects/{self.standin.project_id}"
 
     def _secret(self, name: str) -> sm.Secret:
         with self._lock:
@@ -111,12 +117,12 @@ class SecretManagerApi:
     # ------------------------------------------------------------ secrets
 
     def create(self, call: Call, request: sm.CreateSecretRequest) -> sm.Secret:
-        self._project_of(request.parent)
-        self.standin.iam.require(call.member, "secretmanager.secrets.create", request.parent)
+        parent = self._parent(request.parent)
+        self.standin.iam.require(call.member, "secretmanager.secrets.create", parent)
         if not request.secret_id or len(request.secret_id) > 255 or not all(
                 c.isalnum() or c in "-_" for c in request.secret_id):
             raise invalid(f"Secret ID [{request.secret_id}] must match [a-zA-Z_0-9-]{{1,255}}.")
-        name = f"{request.parent}/secrets/{request.secret_id}"
+        name = f"{parent}/secrets/{request.secret_id}"
         secret = sm.Secret(request.secret)
         secret.name = self._numbered(name)
         secret.create_time = _now()
@@ -136,10 +142,10 @@ class SecretManagerApi:
         return self._secret(name)
 
     def list(self, call: Call, request: sm.ListSecretsRequest) -> sm.ListSecretsResponse:
-        self._project_of(request.parent)
-        self.standin.iam.require(call.member, "secretmanager.secrets.list", request.parent)
+        parent = self._parent(request.parent)
+        self.standin.iam.require(call.member, "secretmanager.secrets.list", parent)
         with self._lock:
-            secrets = [s for n, s in sorted(self._secrets.items()) if n.startswith(request.parent + "/")]
+            secrets = [s for n, s in sorted(self._secrets.items()) if n.startswith(parent + "/")]
         return sm.ListSecretsResponse(secrets=secrets, total_size=len(secrets))
 
     def delete(self, call: Call, request: sm.DeleteSecretRequest) -> empty_pb2.Empty:
