@@ -18,7 +18,6 @@ tests: `set_cpu_quota`, `stockout`, `fail_boot`, `preempt`, `cut_network`/`resto
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import tempfile
@@ -34,7 +33,7 @@ from .firewalls import FirewallsApi
 from .iam import Iam
 from .iam_admin import IamAdminApi
 from .metadata import MetadataIdentity, MetadataServer
-from .processes import Processes
+from .processes import Processes, local_environment
 from .projects import ProjectsApi
 from .rest import ApiError
 from .secret_manager import SecretManagerApi
@@ -182,8 +181,7 @@ class StandIn:
     def environment(self, member: str | None = None) -> dict[str, str]:
         """The environment for a local process that uses the stand-in as `member` (default: the
         owner): the endpoint, the emulator, and a workstation metadata server for its credentials."""
-        env = {k: v for k, v in os.environ.items() if k not in ("GOOGLE_APPLICATION_CREDENTIALS",)}
-        env.update(self.child_environment())
+        env = local_environment(self.child_environment())
         env.update(self.workstation(member).environment())
         return env
 

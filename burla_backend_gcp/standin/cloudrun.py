@@ -40,6 +40,7 @@ from google.rpc import code_pb2
 
 from .metadata import MetadataIdentity
 from .operations import LongRunningOperations
+from .processes import local_environment
 from .rest import ApiError, Call, Route, already_exists, invalid, not_found, routes_for
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class CloudRunApi:
     def _environment(self, deployment: Deployment, container: run_v2.Container, revision: str) -> dict[str, str]:
         service = deployment.service
         service_id = service.name.rsplit("/", 1)[-1]
-        env = self.standin.child_environment()
+        env = local_environment(self.standin.child_environment())
         env.update(deployment.metadata.environment())
         for variable in container.env:
             if variable.value_source.secret_key_ref.secret:

@@ -36,6 +36,21 @@ for pgid in groups:
 """
 
 
+# Variables that would point a simulated machine at the real Google or at the caller's identity,
+# or keep google.auth from asking the machine's metadata server.
+SCRUBBED_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "CLOUDSDK_CORE_PROJECT",
+                      "GOOGLE_CLOUD_PROJECT", "NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP",
+                      "BURLA_METADATA_URL")
+
+
+def local_environment(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without SCRUBBED_VARIABLES, plus `extra`: the base of every
+    simulated VM's and Cloud Run revision's environment (PATH and the Python setup carry over)."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_VARIABLES}
+    env.update(extra)
+    return env
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process group still has a member that is not a zombie (Linux: from /proc; elsewhere
     a signal reaching the group is taken to mean yes)."""

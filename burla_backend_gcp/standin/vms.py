@@ -26,12 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .metadata import MetadataIdentity, MetadataServer
-from .processes import Processes
+from .processes import Processes, local_environment
 from .seam import gpu_spec, write_stubs
-
-# Variables that would point a simulated VM at the real Google, or at the caller's own identity.
-_SCRUBBED = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "CLOUDSDK_CORE_PROJECT",
-             "GOOGLE_CLOUD_PROJECT", "NO_GCE_CHECK", "GCE_METADATA_HOST", "GCE_METADATA_IP")
 
 
 @dataclass
@@ -70,8 +66,7 @@ class SimulatedVm:
             log.write(line.rstrip("\n") + "\n")
 
     def environment(self, extra: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-        env.update(extra)
+        env = local_environment(extra)
         env.update(self.metadata_server.environment() if self.metadata_server else {})
         env.update({
             "PATH": f"{self.directory / 'bin'}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",

@@ -50,8 +50,8 @@ def test_google_auth_default_finds_the_workstation_identity(standin, project):
     """)
     member = "user:looker@example.com"
     standin.iam.grant(f"projects/{project}", "roles/compute.viewer", member)
-    env = python_env(**standin.environment(member))
-    env.pop("NO_GCE_CHECK", None)
+    env = standin.environment(member)
+    env["PYTHONPATH"] = python_env()["PYTHONPATH"]
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout.strip().splitlines()[-1])
