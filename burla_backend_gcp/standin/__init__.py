@@ -1,6 +1,6 @@
 """The GCP stand-in: Google Cloud's APIs, answered on 127.0.0.1 with no Google account.
 
-    StandIn ─┬─ one HTTP port (server.py): Compute Engine (compute.py, firewalls.py), Cloud Run
+    StandIn ─┬─ one HTTP port (server.py): Compute Engine (compute.py, firewalls.py, catalog.py), Cloud Run
              │  (cloudrun.py), Secret Manager (secret_manager.py), Resource Manager + Service Usage
              │  (projects.py), IAM admin (iam_admin.py), Firestore Admin (firestore_admin.py),
              │  Cloud Storage (storage.py, gcp-storage-emulator behind it)
@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .catalog import CatalogApi
 from .cloudrun import CloudRunApi
 from .compute import ComputeApi
 from .firestore import FirestoreEmulator
@@ -91,13 +92,14 @@ class StandIn:
         self.iam.jwt_verifier = self.iam_admin.member_of_jwt
         self.compute = ComputeApi(self)
         self.compute.operations.wait_deadline_s = self.config.operation_wait_s
+        self.catalog = CatalogApi(self)
         self.firewalls = FirewallsApi(self)
         self.firewalls.operations.wait_deadline_s = self.config.operation_wait_s
         self.cloud_run = CloudRunApi(self)
         self.secrets = SecretManagerApi(self)
         self.firestore_admin = FirestoreAdminApi(self)
         self.router = Router(self)
-        for api in (self.compute, self.firewalls, self.cloud_run, self.secrets, self.projects, self.iam_admin,
+        for api in (self.compute, self.catalog, self.firewalls, self.cloud_run, self.secrets, self.projects, self.iam_admin,
                     self.firestore_admin):
             self.router.add(api.routes())
 

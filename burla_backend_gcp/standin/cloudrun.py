@@ -41,7 +41,7 @@ from google.rpc import code_pb2
 from .metadata import MetadataIdentity
 from .operations import LongRunningOperations
 from .processes import local_environment
-from .rest import ApiError, Call, Route, already_exists, invalid, not_found, routes_for
+from .rest import ApiError, Call, Route, invalid, routes_for
 
 if TYPE_CHECKING:
     import subprocess

@@ -1,4 +1,4 @@
-"""Compute Engine in the stand-in: instances, zone operations, machine types, zones, and the
+"""Compute Engine in the stand-in: instances, zone operations, and the
 faults a test can cause (quota, stockout, a failed boot, preemption, a cut network).
 
 An insert is checked as GCE checks it (the name, the machine type in the request's zone, a boot
@@ -23,12 +23,10 @@ from typing import TYPE_CHECKING
 
 from google.cloud import compute_v1
 from google.cloud.compute_v1.services.instances.transports.rest_base import _BaseInstancesRestTransport as _I
-from google.cloud.compute_v1.services.machine_types.transports.rest_base import _BaseMachineTypesRestTransport as _M
 from google.cloud.compute_v1.services.zone_operations.transports.rest_base import _BaseZoneOperationsRestTransport as _Z
-from google.cloud.compute_v1.services.zones.transports.rest_base import _BaseZonesRestTransport as _ZN
 
 from .filters import matches_filter, page
-from .machines import ACCELERATORS, MACHINE_TYPES, ZONES, known_zone, region_of
+from .machines import ACCELERATORS, MACHINE_TYPES, known_zone, region_of
 from .metadata import MetadataIdentity
 from .operations import ComputeOperations, now_rfc3339
 from .rest import Call, Route, already_exists, invalid, make_route, not_found, rule_of
@@ -89,10 +87,6 @@ class ComputeApi:
             r(_Z._BaseWait, c.WaitZoneOperationRequest, self.wait_operation, "compute.zoneOperations.wait"),
             r(_Z._BaseList, c.ListZoneOperationsRequest, self.list_operations, "compute.zoneOperations.list"),
             r(_Z._BaseDelete, c.DeleteZoneOperationRequest, self.delete_operation, "compute.zoneOperations.delete"),
-            r(_M._BaseGet, c.GetMachineTypeRequest, self.get_machine_type, "compute.machineTypes.get"),
-            r(_M._BaseList, c.ListMachineTypesRequest, self.list_machine_types, "compute.machineTypes.list"),
-            r(_ZN._BaseGet, c.GetZoneRequest, self.get_zone, "compute.zones.get"),
-            r(_ZN._BaseList, c.ListZonesRequest, self.list_zones, "compute.zones.list"),
         ]
 
     # ------------------------------------------------------------ checks
@@ -360,55 +354,6 @@ class ComputeApi:
         self._project(call, request.project, "compute.zoneOperations.delete")
         self.operations.delete(f"zones/{request.zone}", request.operation)
         return compute_v1.DeleteZoneOperationResponse()
-
-    # ------------------------------------------------------------ catalogue
-
-    def _machine_type_message(self, project: str, zone: str, name: str) -> compute_v1.MachineType:
-        machine = MACHINE_TYPES[name]
-        message = compute_v1.MachineType(
-            name=name, guest_cpus=machine.cpus, memory_mb=machine.memory_mb, zone=zone, kind="compute#machineType",
-            description=f"{machine.cpus} vCPUs, {machine.memory_mb / 1024:g} GB RAM", is_shared_cpu=name in (
-                "e2-micro", "e2-small", "e2-medium"), maximum_persistent_disks=128,
-            self_link=f"{LINK}/projects/{project}/zones/{zone}/machineTypes/{name}",
-        )
-        if machine.gpus:
-            message.accelerators = [compute_v1.Accelerators(guest_accelerator_type=machine.accelerator,
-                                                            guest_accelerator_count=machine.gpus)]
-        return message
-
-    def get_machine_type(self, call: Call, request) -> compute_v1.MachineType:
-        self._project(call, request.project, "compute.machineTypes.get")
-        self._zone(request.zone)
-        if request.machine_type not in MACHINE_TYPES:
-            raise not_found(f"projects/{request.project}/zones/{request.zone}/machineTypes/{request.machine_type}")
-        return self._machine_type_message(request.project, request.zone, request.machine_type)
-
-    def list_machine_types(self, call: Call, request) -> compute_v1.MachineTypeList:
-        self._project(call, request.project, "compute.machineTypes.list")
-        self._zone(request.zone)
-        items = [self._machine_type_message(request.project, request.zone, n) for n in MACHINE_TYPES]
-        items = [i for i in items if matches_filter(i, request.filter)]
-        chosen, token = page(items, request.max_results, request.page_token)
-        return compute_v1.MachineTypeList(items=chosen, next_page_token=token, kind="compute#machineTypeList")
-
-    def _zone_message(self, project: str, zone: str) -> compute_v1.Zone:
-        region = region_of(zone)
-        return compute_v1.Zone(name=zone, status="UP", kind="compute#zone",
-                               region=f"{LINK}/projects/{project}/regions/{region}",
-                               self_link=f"{LINK}/projects/{project}/zones/{zone}")
-
-    def get_zone(self, call: Call, request) -> compute_v1.Zone:
-        self._project(call, request.project, "compute.zones.get")
-        self._zone(request.zone)
-        return self._zone_message(request.project, request.zone)
-
-    def list_zones(self, call: Call, request) -> compute_v1.ZoneList:
-        self._project(call, request.project, "compute.zones.list")
-        items = [self._zone_message(request.project, f"{region}-{letter}")
-                 for region, letters in ZONES.items() for letter in letters]
-        items = [i for i in items if matches_filter(i, request.filter)]
-        chosen, token = page(items, request.max_results, request.page_token)
-        return compute_v1.ZoneList(items=chosen, next_page_token=token, kind="compute#zoneList")
 
     # ------------------------------------------------------------ faults
 

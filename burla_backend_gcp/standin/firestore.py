@@ -32,7 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NPM_DIR = REPO_ROOT / ".firestore-emulator"
 _NPM_LAUNCHER = r"""
 const { FirestoreServer } = require("@firestore-emulator/server");
-const grpc = require("@grpc/grpc-js");
+// The emulator's own copy of grpc-js: credentials from another copy would be refused.
+const grpc = require(require.resolve("@grpc/grpc-js", { paths: [require.resolve("@firestore-emulator/server")] }));
 const port = process.argv[2];
 const emulator = new FirestoreServer();
 emulator.server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (err) => {
@@ -71,14 +72,16 @@ def find_jar() -> Path | None:
 
 
 def find_emulator() -> EmulatorCommand:
-    jar = find_jar()
+    """The gcloud jar if present, else the npm emulator; BURLA_FIRESTORE_EMULATOR=jar|npm forces one."""
+    forced = os.environ.get("BURLA_FIRESTORE_EMULATOR", "")
+    jar = find_jar() if forced != "npm" else None
     if jar is not None and shutil.which("java"):
         return EmulatorCommand("jar", ("java", "-Duser.language=en", "-cp", str(jar),
                                        "com.google.cloud.datastore.emulator.firestore.CloudFirestore", "start",
                                        "--host=127.0.0.1"))
-    if (NPM_DIR / "node_modules" / "@firestore-emulator" / "server").is_dir() and shutil.which("node"):
+    if forced != "jar" and (NPM_DIR / "node_modules" / "@firestore-emulator" / "server").is_dir() and shutil.which("node"):
         launcher = NPM_DIR / "launch.js"
-        if not launcher.exists():
+        if not launcher.exists() or launcher.read_text() != _NPM_LAUNCHER:
             launcher.write_text(_NPM_LAUNCHER)
         return EmulatorCommand("npm", ("node", str(launcher)))
     raise EmulatorNotFound(
@@ -111,8 +114,9 @@ class FirestoreEmulator:
     def kind(self) -> str:
         return self.command.kind
 
-    def start(self) -> "FirestoreEmulator":
-        self.port = free_port()
+    def start(self, port: int = 0) -> "FirestoreEmulator":
+        """Start on `port` (0: a free one, picked here: the jar cannot report one it chose)."""
+        self.port = port or free_port()
         argv = list(self.command.argv_prefix)
         argv += [f"--port={self.port}"] if self.command.kind == "jar" else [str(self.port)]
         with open(self.log_path, "ab") as log:
@@ -146,8 +150,9 @@ class FirestoreEmulator:
     def reset(self, project: str, database: str = "(default)") -> None:
         """Delete every document of one database (the npm emulator: restart it, all databases)."""
         if self.command.kind == "npm":
+            port = self.port
             self.stop()
-            self.start()
+            self.start(port)  # the same port: clients keep FIRESTORE_EMULATOR_HOST
             return
         request = urllib.request.Request(
             f"http://{self.host}/emulator/v1/projects/{project}/databases/{database}/documents", method="DELETE")

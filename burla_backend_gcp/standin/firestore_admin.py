@@ -76,7 +76,7 @@ class FirestoreAdminApi:
         database.concurrency_mode = database.concurrency_mode or fa.Database.ConcurrencyMode.PESSIMISTIC
         with self._lock:
             if name in self._databases:
-                raise ApiError(409, f"Database already exists. Please use another database_id", status="ALREADY_EXISTS")
+                raise ApiError(409, "Database already exists. Please use another database_id", status="ALREADY_EXISTS")
             self._databases[name] = database
         op_name = f"{name}/operations/{uuid.uuid4().hex}"
         return self.operations.done_now(op_name, database, fa.CreateDatabaseMetadata())

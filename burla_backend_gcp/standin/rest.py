@@ -15,7 +15,6 @@ Google.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from http import HTTPStatus

@@ -103,6 +103,8 @@ class SimulatedVm:
         self.console("google_metadata_script_runner: starting startup script")
         self.process = processes.spawn(["bash", str(path)], cwd=self.directory,
                                        env=self.environment(extra_env), log_path=self.serial_log)
+        if self.stopped.is_set():  # deleted while the script was being started
+            processes.stop(self.process, grace_s=0.1)
 
     def run_shutdown_script(self, processes: Processes, extra_env: dict[str, str], timeout_s: float) -> None:
         """Give the guest `timeout_s` after a preemption notice, running its shutdown-script if any."""
