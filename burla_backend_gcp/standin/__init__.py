@@ -106,12 +106,18 @@ class StandIn:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> "StandIn":
-        self.processes = Processes()
-        self.storage = StorageBackend()
-        if self.config.firestore:
-            self.firestore_emulator = FirestoreEmulator(self.root / "firestore-emulator.log").start()
-        self._server = serve(self, self.router, self.config.port)
-        threading.Thread(target=self._server.serve_forever, name="gcp-standin", daemon=True).start()
+        """Start the APIs (and the emulator); on any failure, stop what had started and re-raise."""
+        try:
+            self.processes = Processes()
+            self.storage = StorageBackend()
+            if self.config.firestore:
+                self.firestore_emulator = FirestoreEmulator(self.root / "firestore-emulator.log",
+                                                            reaper=self.processes.reaper).start()
+            self._server = serve(self, self.router, self.config.port)
+        except BaseException:
+            self.stop()
+            raise
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="gcp-standin", daemon=True).start()
         return self
 
     def stop(self) -> None:
@@ -127,10 +133,13 @@ class StandIn:
             server.close()
         if self.storage is not None:
             self.storage.close()
+            self.storage = None
         if self.firestore_emulator is not None:
             self.firestore_emulator.stop()
+            self.firestore_emulator = None
         if self.processes is not None:
             self.processes.close()
+            self.processes = None
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 

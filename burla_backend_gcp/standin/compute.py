@@ -150,8 +150,7 @@ class ComputeApi:
         self.standin.iam.require(call.member, "iam.serviceAccounts.actAs",
                                  f"projects/{project}/serviceAccounts/{account}")
         attributes = {item.key: item.value for item in instance.metadata.items}
-        action = scheduling.instance_termination_action or (
-            "DELETE" if scheduling.provisioning_model == "SPOT" else "STOP")
+        action = scheduling.instance_termination_action or "STOP"  # GCE's default, Spot VMs included
         return VmSpec(instance.name, zone, machine.name, machine.cpus, machine.memory_mb, image,
                       accelerators, account, attributes, action)
 
@@ -241,9 +240,28 @@ class ComputeApi:
             if not instance.network_interfaces:
                 instance.network_interfaces = [interface]
         for index, disk in enumerate(instance.disks):
+            # initializeParams is input only: GCE answers the disk it made, not how it was made.
+            disk.disk_size_gb = disk.initialize_params.disk_size_gb or 10
+            disk.device_name = disk.device_name or (spec.name if index == 0 else f"persistent-disk-{index}")
             disk.source = f"{base}/disks/{spec.name}" + (f"-{index}" if index else "")
             disk.index = index
             disk.kind = "compute#attachedDisk"
+            disk.type_ = disk.type_ or "PERSISTENT"
+            disk.mode = disk.mode or "READ_WRITE"
+            disk.interface = disk.interface or "SCSI"
+            disk.initialize_params = None
+        scheduling = instance.scheduling
+        scheduling.provisioning_model = scheduling.provisioning_model or "STANDARD"
+        scheduling.on_host_maintenance = scheduling.on_host_maintenance or "MIGRATE"
+        if "automatic_restart" not in scheduling:
+            scheduling.automatic_restart = scheduling.provisioning_model != "SPOT"
+        if "preemptible" not in scheduling:
+            scheduling.preemptible = False
+        if scheduling.provisioning_model == "SPOT" and not scheduling.instance_termination_action:
+            scheduling.instance_termination_action = "STOP"
+        for accelerator in instance.guest_accelerators:
+            kind = accelerator.accelerator_type.rsplit("/", 1)[-1]
+            accelerator.accelerator_type = f"{LINK}/projects/{project}/zones/{zone}/acceleratorTypes/{kind}"
         directory = Path(self.standin.root) / "vms" / f"{spec.name}-{instance_id:x}"
         directory.mkdir(parents=True)
         identity = MetadataIdentity(

@@ -99,8 +99,10 @@ def free_port() -> int:
 class FirestoreEmulator:
     """One running emulator. `host` is what FIRESTORE_EMULATOR_HOST must say."""
 
-    def __init__(self, log_path: Path, *, start_timeout_s: float = 60.0):
+    def __init__(self, log_path: Path, *, start_timeout_s: float = 60.0, reaper=None):
+        """`reaper` (processes.Reaper): kills the emulator if its owner dies without stopping it."""
         self.command = find_emulator()
+        self.reaper = reaper
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
         self.port = 0
@@ -123,6 +125,8 @@ class FirestoreEmulator:
             # Its own process group: stop() ends the JVM's helpers too, Ctrl-C does not reach it.
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
+        if self.reaper is not None:
+            self.reaper.track(self.process.pid)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -162,7 +166,11 @@ class FirestoreEmulator:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
+            return
+        if self.reaper is not None:
+            self.reaper.forget(process.pid)
+        if process.poll() is not None:
             return
         try:
             os.killpg(process.pid, 15)

@@ -25,6 +25,9 @@ def test_insert_get_list_delete_an_instance(compute, standin, project):
     assert instance.network_interfaces[0].access_configs[0].nat_i_p == "127.0.0.1"
     assert instance.service_accounts[0].email == standin.default_compute_account
     assert instance.scheduling.on_host_maintenance == "MIGRATE"
+    boot = instance.disks[0]
+    assert boot.source.endswith(f"zones/{ZONE}/disks/crud-vm") and boot.disk_size_gb == 50
+    assert "initialize_params" not in boot, "GCE answers the disk it made, not its input-only initializeParams"
     names = [i.name for i in compute.instances.list(project=project, zone=ZONE)]
     assert "crud-vm" in names
     aggregated = dict(compute.instances.aggregated_list(project=project))
