@@ -270,6 +270,7 @@ class ComputeApi:
             attributes=spec.attributes,
         )
         vm = SimulatedVm(spec, directory, identity)
+        vm.console(f"stand-in: instance {spec.name} created in {zone}")  # the serial log exists from now on
         for pattern, why in self.faults.boot_failures.items():
             if fnmatch.fnmatchcase(spec.name, pattern):
                 vm.boot_failure = why
@@ -289,6 +290,7 @@ class ComputeApi:
             if record.vm.stopped.wait(config.provision_delay_s):
                 return
             self._set_status(record, "RUNNING")
+            record.vm.running_at = time.monotonic()
         finally:
             self.operations.finish(f"zones/{zone}", operation)
         metadata = self.standin.metadata_server(record.vm.identity)

@@ -122,10 +122,23 @@ def serve(standin: "StandIn", router: Router, port: int = 0) -> ThreadingHTTPSer
         def log_message(self, format, *args):  # noqa: A002 - the base class's signature
             pass
 
+        def _read_body(self) -> bytes:
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
         def _dispatch(self) -> None:
             url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
+            body = self._read_body()
             headers = {k.lower(): v for k, v in self.headers.items()}
             call = Call(self.command, url.path, parse_query(url.query), headers, body,
                         enums_as_ints="enum-encoding=int" in url.query, full_path=self.path,

@@ -22,6 +22,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,8 @@ class SimulatedVm:
     frozen: bool = False
     stopped: threading.Event = field(default_factory=threading.Event)
     boot_failure: str = ""
+    running_at: float = 0.0  # time.monotonic() when the instance reached RUNNING
+    script_started_at: float = 0.0  # … and when its startup script started
 
     @property
     def serial_log(self) -> Path:
@@ -101,6 +104,7 @@ class SimulatedVm:
         path = self.directory / "startup-script"
         path.write_text(script)
         self.console("google_metadata_script_runner: starting startup script")
+        self.script_started_at = time.monotonic()
         self.process = processes.spawn(["bash", str(path)], cwd=self.directory,
                                        env=self.environment(extra_env), log_path=self.serial_log)
         if self.stopped.is_set():  # deleted while the script was being started

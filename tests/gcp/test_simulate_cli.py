@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 from ..conftest import python_env
 
@@ -17,6 +18,8 @@ def test_simulate_prints_a_working_environment_and_stops_on_ctrl_c():
     simulate = subprocess.Popen([sys.executable, "-m", "burla_cli", "gcp", "simulate", "--no-firestore",
                                  "--project", "sim-project"], env=python_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, simulate.kill)  # a hung simulate ends the read loop below
+    watchdog.start()
     try:
         exports: dict[str, str] = {}
         for line in simulate.stdout:
@@ -25,6 +28,7 @@ def test_simulate_prints_a_working_environment_and_stops_on_ctrl_c():
             if line.startswith("export "):
                 key, _, value = line[len("export "):].strip().partition("=")
                 exports[key] = shlex.split(value)[0]
+        assert "BURLA_GCP_STANDIN" in exports, f"simulate printed no environment: {simulate.stderr.read()}"
         assert exports["BURLA_GCP_STANDIN"].startswith("http://127.0.0.1:"), exports
         assert exports["GOOGLE_CLOUD_PROJECT"] == "sim-project"
         script = textwrap.dedent("""
@@ -41,6 +45,7 @@ def test_simulate_prints_a_working_environment_and_stops_on_ctrl_c():
             status = simulate.wait(timeout=30)
         finally:
             simulate.kill()
+            watchdog.cancel()
     assert status == 0, simulate.stderr.read()
 
 

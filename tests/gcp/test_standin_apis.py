@@ -200,3 +200,17 @@ def test_firestore_databases_are_faked_for_the_emulator(standin, owner, project)
     with pytest.raises(exceptions.Conflict):
         admin.create_database(parent=f"projects/{project}", database_id="burla", database=database)
     assert name in [d.name for d in admin.list_databases(parent=f"projects/{project}").databases]
+
+
+def test_a_chunked_request_body_is_read_whole(standin, project):
+    body = json.dumps({"replication": {"automatic": {}}, "labels": {"sent": "in-chunks"}}).encode()
+    chunks = (body[i:i + 7] for i in range(0, len(body), 7))  # requests sends a generator chunked
+    answer = requests.post(f"{standin.url}/v1/projects/{project}/secrets?secretId=chunked",
+                           data=chunks, headers={"Authorization": f"Bearer {standin.mint_token()}",
+                                                 "Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["labels"] == {"sent": "in-chunks"}
+    # The connection is still usable: the next request on it is answered, not misread.
+    again = requests.get(f"{standin.url}/v1/projects/{project}/secrets/chunked",
+                         headers={"Authorization": f"Bearer {standin.mint_token()}"}, timeout=10)
+    assert again.status_code == 200

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -24,6 +25,8 @@ from .conftest import wait_until
 def test_a_killed_standin_takes_its_vms_with_it():
     child = subprocess.Popen([sys.executable, "-m", "tests.gcp.standin_child"], env=python_env(),
                              stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    watchdog = threading.Timer(120, child.kill)  # a child that hangs before printing ends the read
+    watchdog.start()
     try:
         line = child.stdout.readline()
         assert line.strip().isdigit(), f"the child stand-in did not boot its VM (it printed {line!r})"
@@ -33,6 +36,7 @@ def test_a_killed_standin_takes_its_vms_with_it():
         child.wait(timeout=10)
         wait_until(lambda: not group_alive(vm_group), timeout_s=15, what="the reaper to kill the orphaned VM")
     finally:
+        watchdog.cancel()
         child.kill()
         child.wait(timeout=10)
 

@@ -98,8 +98,9 @@ def test_the_boot_delay_holds_the_script_back(compute, standin):
     standin.config.boot_delay_s = 1.0
     try:
         compute.create_and_wait("slow-vm", script="sleep 60")
-        assert standin.compute.find("slow-vm").vm.process is None  # RUNNING, the guest still booting
-        standin.compute.wait_for_script("slow-vm", timeout_s=10)
+        vm = standin.compute.wait_for_script("slow-vm", timeout_s=30)
+        assert vm.running_at and vm.script_started_at - vm.running_at >= 1.0, \
+            "the startup script started before the boot delay had passed"
     finally:
         standin.config.boot_delay_s = 0.0
 
