@@ -3,6 +3,7 @@ runs the GCP stand-in (burla_backend_gcp.standin) in the foreground."""
 
 from __future__ import annotations
 
+import math
 import shlex
 import signal
 import threading
@@ -10,15 +11,27 @@ import threading
 import click
 
 
+def _finite_seconds(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise click.BadParameter(f"{value!r} is not a number of seconds (0 or more)")
+    return value
+
+
 @click.group()
 def gcp() -> None:
-    """Backend "gcp" tools that run on this machine only."""
+    """Backend "gcp" tools that run on this machine only, with no Google account.
+
+    \b
+    Example:
+        burla gcp simulate            # Google Cloud's APIs on 127.0.0.1, until Ctrl-C
+    """
 
 
 @gcp.command()
-@click.option("--port", type=int, default=0, show_default=True, help="Port of the stand-in's APIs (0: any free port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the stand-in's APIs (0: any free port).")
 @click.option("--project", default="burla-standin", show_default=True, help="The simulated project's id.")
-@click.option("--boot-delay", type=float, default=0.0, show_default=True,
+@click.option("--boot-delay", type=float, default=0.0, show_default=True, callback=_finite_seconds,
               help="Seconds a simulated VM takes to boot before its startup script runs.")
 @click.option("--run-image", "run_images", multiple=True, metavar="IMAGE=COMMAND",
               help="Play a Cloud Run image with a local command (repeatable), e.g. "
@@ -34,6 +47,13 @@ def simulate(port: int, project: str, boot_delay: float, run_images: tuple[str, 
     Prints the environment variables that point the gcp backend and the Google client libraries at
     it (as the project's owner). VMs become local processes running their startup scripts; Cloud
     Run services become local processes. See docs/gcp-standin.md.
+
+    \b
+    Examples:
+        burla gcp simulate
+        burla gcp simulate --boot-delay 5 --run-image 'gcr.io/my-project/svc:*=python -m my_service'
+
+    Then, in another shell, paste the `export` lines it printed.
     """
     try:
         from burla_backend_gcp.standin import StandIn

@@ -53,3 +53,14 @@ def test_importing_burla_the_cli_and_the_factory_loads_no_google_library():
     script = "import burla, burla_cli.main, burla_backend_gcp.clients, sys; print([m for m in sys.modules if m.startswith('google')])"
     result = subprocess.run([sys.executable, "-c", script], env=python_env(), capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_simulate_refuses_unusable_options_as_usage_errors():
+    from click.testing import CliRunner
+
+    from burla_cli.main import cli
+
+    for args, option in ((["--port", "99999"], "--port"), (["--boot-delay", "nan"], "--boot-delay"),
+                         (["--boot-delay", "-1"], "--boot-delay"), (["--run-image", "no-equals-sign"], "--run-image")):
+        result = CliRunner().invoke(cli, ["gcp", "simulate", "--no-firestore", *args])
+        assert result.exit_code == 2 and option in result.output, (args, result.output)
