@@ -8,6 +8,7 @@ import click
 from burla_core import __version__
 
 from .cluster import install, login
+from .gcp_commands import gcp
 from .jobs import jobs
 from .node_commands import node
 from .params import BurlaGroup
@@ -47,6 +48,7 @@ cli.add_command(install)
 cli.add_command(login)
 cli.add_command(jobs)
 cli.add_command(node)
+cli.add_command(gcp)
 
 
 if __name__ == "__main__":

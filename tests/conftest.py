@@ -1,4 +1,5 @@
-"""Isolates every test from the user's own burla files: data dir and config go to tmp dirs."""
+"""Isolates every test from the user's own burla files (data dir and config go to tmp dirs) and
+from every host but this one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,20 @@ from pathlib import Path
 import pytest
 
 TESTS_DIR = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def loopback_only():
+    """No test reaches anything but this machine: lookups and connections to any other host fail
+    (burla_backend_gcp.netguard), in this process and, through BURLA_NETGUARD=1, in the processes
+    the GCP stand-in and the client factory start. NO_GCE_CHECK keeps google.auth from probing
+    169.254.169.254 (it must be lowercase "true")."""
+    from burla_backend_gcp import netguard
+
+    os.environ["NO_GCE_CHECK"] = "true"
+    netguard.install()
+    yield
+    netguard.uninstall()
 
 
 @pytest.fixture(autouse=True)
