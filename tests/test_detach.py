@@ -247,3 +247,42 @@ def test_closing_a_detached_generator_early_leaves_the_job_running(capfd):
     assert store.check_alive(record).status == RUNNING
     assert f"detached job {record.job_id} keeps running" in capfd.readouterr().err
     assert burla_cli("jobs", "cancel", record.job_id).returncode == 0
+
+
+def test_a_second_cancel_stops_a_runner_stuck_before_its_job_starts(tmp_path, monkeypatch):
+    """A runner stuck where it cannot see the cancel (here: asking a node that accepts the
+    connection and never answers for its health) ignores the first `burla jobs cancel`; a second
+    one, later, stops it, and the job ends canceled."""
+    import socket
+
+    from burla_core import plugins
+    from burla_core.api import prepare_job
+    from burla_core.detach import caller_python_path, start_runner
+    from burla_core.serialization import dumps_input
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are accepted by the kernel; nobody ever answers
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    monkeypatch.setenv("BURLA_NODE_TOKEN", "stuck-runner-token-0123456789")
+    try:
+        job, records, total, inputs = prepare_job(
+            abs, [1, 2, 3], 1, 1, None, None, False, None, True,
+            backend="nodes", backend_options={"nodes": url, "health_timeout": "600"},
+        )
+        store = JobStore()
+        store.create_job(job, "nodes", total, os.getcwd(), caller_python_path())
+        store.add_inputs(job.job_id, ((index, dumps_input(index, value)) for index, value in inputs))
+        runner = start_runner(store, job.job_id, caller_python_path())
+        wait_for(lambda: store.get(job.job_id).status == RUNNING, "the runner to claim the job")
+        first = burla_cli("jobs", "cancel", job.job_id, "--timeout", "2")
+        assert first.returncode != 0 and "again" in first.stderr, first.stderr
+        assert runner.poll() is None, "the stuck runner was expected to ignore the first cancel"
+        time.sleep(5.5)  # a second cancel this long after the first means: stop by force
+        second = burla_cli("jobs", "cancel", job.job_id, "--timeout", "10")
+        assert second.returncode == 0, second.stderr
+        assert store.get(job.job_id).status == CANCELED
+        runner.wait(10)
+    finally:
+        silent.close()
+        plugins.reset_registry()

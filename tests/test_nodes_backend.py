@@ -320,3 +320,13 @@ def test_big_inputs_and_results_of_every_form_round_trip_through_a_node(three_no
     assert results[1] == bytearray(data[:3_000_000]) and type(results[1]) is bytearray
     assert results[2].format == "i" and results[2].shape == (1000, 3000) and results[2].tobytes() == data
     assert results[3] == (data, 5)
+
+
+def test_a_missing_ca_file_names_the_file_and_the_variable(three_nodes, use_nodes, monkeypatch, tmp_path):
+    use_nodes(three_nodes[:1])
+    missing = str(tmp_path / "no-such-ca.pem")
+    monkeypatch.setenv("BURLA_NODE_CA", missing)
+    with pytest.raises(burla.InvalidArgument) as caught:
+        remote_parallel_map(abs, [1], spinner=False)
+    assert missing in str(caught.value) and "BURLA_NODE_CA" in str(caught.value), str(caught.value)
+    assert not isinstance(caught.value, burla.ServerError), "no node was contacted: it is not a ServerError"
