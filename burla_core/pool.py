@@ -145,6 +145,7 @@ class WorkerPool:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._closed = False
+        self._sender = Sender()
         self._reader = threading.Thread(target=self._read_loop, name="burla-pool-reader", daemon=True)
         self._reader.start()
 
@@ -274,8 +275,11 @@ class WorkerPool:
         """An idle worker of the right kind, or a new one. A GPU job's workers each own one GPU
         (CUDA_VISIBLE_DEVICES is set before anything in the worker can initialise CUDA)."""
         if job.gpu_indices:
-            in_use = {w.profile[1] for w in job.workers}
-            gpu_index = next(i for i in job.gpu_indices if i not in in_use)
+            # A GPU no worker of any job holds; several jobs share a node's GPUs this way too.
+            holders = collections.Counter(
+                w.profile[1] for other in self._jobs.values() for w in other.workers if w.profile[0] == "gpu"
+            )
+            gpu_index = min(job.gpu_indices, key=lambda index: (holders[index], job.gpu_indices.index(index)))
             profile: tuple = ("gpu", gpu_index)
         else:
             gpu_index, profile = None, ("cpu",)
@@ -304,13 +308,12 @@ class WorkerPool:
                 self._wake()
             batch_id, items = job.pending.popleft()
             worker.batch = OutstandingBatch(batch_id, dict(items))
-            try:
-                if worker.loaded_job != job.job_key:
-                    worker.send(["job", job.job_key, job.function_bytes, job.env])
-                    worker.loaded_job = job.job_key
-                worker.send(["batch", job.job_key, batch_id, encode_inputs(items, worker.arenas)])
-            except (BrokenPipeError, OSError):
-                pass  # it died; the reader thread sees its sentinel and requeues the batch
+            # Written by the sender thread, outside the lock: a big function or batch never
+            # holds up the reader (other jobs' results) or a caller taking the lock.
+            if worker.loaded_job != job.job_key:
+                self._sender.post(worker, ["job", job.job_key, job.function_bytes, job.env])
+                worker.loaded_job = job.job_key
+            self._sender.post(worker, ["batch", job.job_key, batch_id, items])
 
     def _release(self, worker: Worker) -> None:
         """The worker's job is over: back to the idle list, or stopped if there are enough."""
@@ -586,6 +589,39 @@ class WorkerPool:
             for idle in self._idle.values():
                 pids.update(w.pid for w in idle)
             return sorted(pids)
+
+
+class Sender:
+    """Writes messages to workers from a thread of its own, in the order they were posted.
+
+    The pool decides under its lock what a worker gets; the bytes (a 50 MB function, a batch's
+    big inputs placed in the worker's arena) are packed and written here, so the lock is never
+    held across a pipe write. A worker gets messages only when it is idle and reading, so a
+    write blocks at most for as long as it takes that worker to read it."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque = collections.deque()
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="burla-pool-sender", daemon=True)
+        self._thread.start()
+
+    def post(self, worker: "Worker", message: list) -> None:
+        with self._ready:
+            self._queue.append((worker, message))
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                worker, message = self._queue.popleft()
+            try:
+                if message[0] == "batch":
+                    message = ["batch", message[1], message[2], encode_inputs(message[3], worker.arenas)]
+                worker.send(message)
+            except Exception:
+                pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
 
 
 def _widen_pipe(connection) -> None:

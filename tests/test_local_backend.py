@@ -338,3 +338,29 @@ def test_gpu_workers_keep_their_own_cuda_visible_devices_when_the_environment_is
 
     assert set(rpm(visible, range(4), func_gpu="H100", func_ram=1)) == {"0", "1"}
     assert rpm(visible, [0], func_ram=1) == ["0,1"], "a CPU worker sees the caller's CUDA_VISIBLE_DEVICES"
+
+
+def visible_gpu_after_a_nap(x):
+    import os
+    import time
+
+    time.sleep(0.8)
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_two_gpu_jobs_at_once_never_share_a_gpu(fake_gpus):
+    import threading
+
+    fake_gpus("H100:81559,H100:81559")
+    seen = {}
+
+    def call(name):
+        seen[name] = rpm(visible_gpu_after_a_nap, [name], func_gpu="H100", func_ram=1)[0]
+
+    threads = [threading.Thread(target=call, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(seen) == {"first", "second"}, seen
+    assert seen["first"] != seen["second"], f"two jobs running at once were given the same GPU: {seen}"
