@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from burla_core.errors import InvalidArgument, NoNodes, UnauthorizedError
-from burla_core.node.settings import TOKEN_ENV, read_token
+from burla_core.node.token import TOKEN_ENV, read_token
 from burla_core.node.transport import LOSS_SECONDS, HttpSettings
 
 NODES_ENV = "BURLA_NODES"

@@ -15,12 +15,12 @@ from typing import Any, Callable
 import click
 
 from burla_core.node.command import env_token, start, token
+from burla_core.node.token import TOKEN_ENV
 
 from .params import BurlaGroup, NodeList, ReadableFile, TokenFile
 
-# The names burla_core.node.settings and burla_backend_nodes.settings read; spelt here too
-# because importing those modules loads aiohttp, which `burla --help` should not wait for.
-TOKEN_ENV = "BURLA_NODE_TOKEN"
+# The names burla_backend_nodes.settings reads; spelt here too because importing that module
+# loads aiohttp, which `burla --help` should not wait for.
 NODES_ENV = "BURLA_NODES"
 CA_ENV = "BURLA_NODE_CA"
 

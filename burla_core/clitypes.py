@@ -59,16 +59,14 @@ class TokenFile(click.Path):
         super().__init__(exists=True, dir_okay=False, readable=True)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from .errors import UnauthorizedError
+        from .node.token import read_token
+
         path = super().convert(value, param, ctx)
         try:
-            with open(path, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except (OSError, UnicodeDecodeError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-            self.fail(f"cannot read the token file {path}: {reason}", param, ctx)
-        if not token:
-            self.fail(f"the token file {path} is empty; write a token into it with `burla node token > {path}`", param, ctx)
-        return token
+            return read_token(path)
+        except UnauthorizedError as error:
+            self.fail(str(error), param, ctx)
 
 
 class ReadableFile(NamesItsVariable, click.Path):

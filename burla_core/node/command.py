@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import sys
 
@@ -17,11 +16,11 @@ import click
 
 from ..clitypes import PORT, FiniteFloat, NonEmpty, ReadableFile, TokenFile
 
-TOKEN_ENV = "BURLA_NODE_TOKEN"  # as burla_core.node.settings reads it
+from .token import TOKEN_ENV, read_token
 
 
 def env_token() -> str | None:
-    return (os.environ.get(TOKEN_ENV) or "").strip() or None
+    return read_token(None)
 
 
 @click.command()

@@ -9,29 +9,13 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
-from ..errors import UnauthorizedError
 from .capacity import NodeCapacity
 from .environments import DEFAULT_CACHE_BYTES
 from .installer import DEFAULT_INSTALL_SECONDS
+from .token import TOKEN_ENV, read_token  # noqa: F401  (the agent's token, read in one place)
 
-TOKEN_ENV = "BURLA_NODE_TOKEN"
 
 HOLD_SECONDS = 5.0  # a batch upload waits this long for room before it is told 429
-
-
-def read_token(token_file: str | None = None) -> str | None:
-    """The node token (the agent's, and its callers'): from `token_file` when given, else
-    $BURLA_NODE_TOKEN; None when neither."""
-    if token_file:
-        try:
-            with open(token_file, encoding="utf-8") as handle:
-                token = handle.read().strip()
-        except OSError as error:
-            raise UnauthorizedError(f"cannot read the node token file {token_file}: {error.strerror}") from None
-        if not token:
-            raise UnauthorizedError(f"the node token file {token_file} is empty")
-        return token
-    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 class AgentConfigError(Exception):
