@@ -14,125 +14,41 @@ memory arenas with the pool, through which the big buffers of inputs and results
 of the pipes (channel.py).
 """
 
+
 from __future__ import annotations
 
 import atexit
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
 import collections
 import itertools
 import os
 import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import multiprocess
-from multiprocess import connection as mp_connection
 
 from . import channel
 from .capture import PoolOutput
-from .channel import ArenaPair, decode_result, encode_inputs
-from .errors import InvalidArgument
-from .types import ERROR, LOGS, NOTICE, RESULTS, WORKER_DIED, ErrorInfo
-from .worker import pack, unpack, worker_main
-
-CANCEL_GRACE_SECONDS = 1.0  # a worker that ignores cancelation this long is killed
-WATCH_INTERVAL = 0.2
-PIPE_BUFFER_BYTES = 1 << 20
-MAX_IDLE_WORKERS = max(8, (os.cpu_count() or 2) * 2)
-
-
-def _start_method() -> str:
-    valid = multiprocess.get_all_start_methods()
-    chosen = os.environ.get("BURLA_START_METHOD")
-    if chosen:
-        if chosen not in valid:
-            raise InvalidArgument(
-                f"BURLA_START_METHOD={chosen!r} is not a start method of this platform; use one of "
-                f"{', '.join(valid)}, or unset it for the default"
-            )
-        return chosen
-    # fork is fast and inherits the caller's imports; macOS and Windows need spawn.
-    return "fork" if sys.platform.startswith("linux") else "spawn"
+from .channel import ArenaPair
+from .pool_reader import PoolReading
+from .types import ERROR, NOTICE, WORKER_DIED, ErrorInfo
+from .worker import worker_main
+from .workers import (  # noqa: F401  (re-exported: the pool's records are used by its callers)
+    CANCEL_GRACE_SECONDS,
+    MAX_IDLE_WORKERS,
+    OutstandingBatch,
+    PoolJob,
+    Sender,
+    Worker,
+    _rss_bytes,
+    _start_method,
+    _widen_pipe,
+    describe_exit,
+)
 
 
-def describe_exit(exitcode: int | None, reason: str | None) -> str:
-    if reason:
-        return reason
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode == 137:  # how a container reports a SIGKILL inside it (its memory limit, often)
-        return "was killed (status 137: out of memory or SIGKILL)"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        text = f"was killed by {name}"
-        if -exitcode == signal.SIGKILL:
-            text += " (the system may have run out of memory)"
-        return text
-    # Not sys.exit: that raises SystemExit, which comes back as the function's error.
-    return f"exited with status {exitcode} (os._exit inside the function, or native code exiting the process?)"
-
-
-@dataclass(eq=False)
-class Worker:
-    process: object
-    inbox: object  # we send on it
-    outbox: object  # we receive on it
-    current_index: object
-    current_job: object
-    cancel_job: object
-    profile: tuple
-    loaded_job: int | None = None
-    job: "PoolJob | None" = None
-    batch: "OutstandingBatch | None" = None
-    kill_reason: str | None = None
-    cancel_deadline: float | None = None
-    arenas: ArenaPair | None = None  # memory shared with a forked worker (None: all goes inline)
-    output: PoolOutput = field(default_factory=PoolOutput)  # how its fd 1 / fd 2 output arrives
-    memory_baseline: int = 0  # its resident bytes when started: shared with the caller under fork
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def send(self, message: list) -> None:
-        self.inbox.send_bytes(pack(message))
-
-
-@dataclass(eq=False)
-class OutstandingBatch:
-    batch_id: int
-    unreported: dict  # input_index -> payload
-
-
-@dataclass(eq=False)
-class PoolJob:
-    job_key: int
-    function_bytes: bytes
-    slots: int
-    sink: Callable[[list], None]
-    node_id: str
-    env: dict
-    ram_limit_bytes: int | None
-    gpu_indices: list[int]
-    pending: collections.deque = field(default_factory=collections.deque)
-    workers: set = field(default_factory=set)
-    deaths: dict = field(default_factory=dict)  # input_index -> deaths so far
-    canceled: bool = False
-    closed: bool = False
-    batch_ids: itertools.count = field(default_factory=lambda: itertools.count(1_000_000_000))
-
-
-class WorkerPool:
+class WorkerPool(PoolReading):
     def __init__(self) -> None:
         self._context = multiprocess.get_context(_start_method())
         self._lock = threading.RLock()
@@ -359,115 +275,6 @@ class WorkerPool:
         except BlockingIOError:
             pass
 
-    # --- the reader thread -----------------------------------------------------------------
-
-    def _read_loop(self) -> None:
-        while not self._closed:
-            with self._lock:
-                waitables = list(self._live) + list(self._by_sentinel) + list(self._by_output_fd) + [self._wake_r]
-            try:
-                ready = mp_connection.wait(waitables, timeout=WATCH_INTERVAL)
-            except OSError:
-                ready = []  # a connection closed under us; loop and rebuild the list
-            with self._lock:
-                for item in ready:
-                    if item == self._wake_r:
-                        os.read(self._wake_r, 4096)
-                    elif isinstance(item, int):
-                        worker = self._by_output_fd.get(item)
-                        if worker is not None:
-                            piece = worker.output.read(item)
-                            if piece is not None:
-                                self._output(worker, *piece)
-                            continue
-                        worker = self._by_sentinel.get(item)
-                        if worker is not None:
-                            self._drain(worker)
-                            self._on_death(worker)
-                    else:
-                        worker = self._live.get(item)
-                        if worker is not None:
-                            self._drain(worker)
-                self._watch()
-
-    def _drain(self, worker: Worker) -> None:
-        """Handle every message the worker has written so far."""
-        connection = worker.outbox
-        try:
-            while connection.poll():
-                self._handle(worker, unpack(connection.recv_bytes()))
-        except (EOFError, OSError):
-            pass
-
-    def _handle(self, worker: Worker, items: list) -> None:
-        results: dict[int, list] = {}
-        logs: dict[int, list] = {}
-        released = 0
-        for item in items:
-            kind = item[0]
-            job = self._jobs.get(item[1])
-            if kind == "r" and type(item[3]) is list:
-                # Copied out of the worker's arena now, even for a canceled job: the worker may
-                # reuse that memory once told so (below).
-                item[3], generation = decode_result(item[3], worker.arenas)
-                released = max(released, generation)
-            if kind == "s":
-                worker.current_index.value = item[2]
-                continue
-            if kind == "l":
-                # Output, even of a canceled job: what was written before the cancel still
-                # reaches the caller. Logs go before results: a line printed before `return`
-                # must reach the caller before the result.
-                self._output(worker, item[1], item[2], item[3], item[4], logs)
-                continue
-            if job is None or job.canceled:
-                if kind == "d":
-                    self._batch_done(worker)
-                continue
-            if kind == "r":
-                batch = worker.batch
-                if batch is not None:
-                    batch.unreported.pop(item[2], None)
-                results.setdefault(job.job_key, []).append((item[2], item[3]))
-            elif kind == "e":
-                batch = worker.batch
-                if batch is not None:
-                    batch.unreported.pop(item[2], None)
-                self._flush_events(results, logs)
-                job.sink([ERROR, job.node_id, (item[2], ErrorInfo.from_wire(item[3]))])
-            elif kind == "d":
-                self._flush_events(results, logs)
-                self._batch_done(worker)
-        if released:
-            worker.arenas.released.value = released
-        self._flush_events(results, logs)
-
-    def _output(self, worker: Worker, job_key: int, input_index: int, stream: int, data: bytes, logs: dict | None = None) -> None:
-        """Bytes a worker's input wrote to fd 1 or 2, decoded: to `logs` (sent by _flush_events)
-        or straight to the job. Output whose job has ended (a process the function started
-        and left running) is written to this process's own stream rather than lost."""
-        for owner_job, owner_index, text in worker.output.decode(stream, job_key, input_index, data):
-            job = self._jobs.get(owner_job)
-            if job is None:
-                _write_orphan_output(stream, text)
-            elif logs is not None:
-                logs.setdefault(owner_job, []).append((owner_index, stream, text))
-            else:
-                job.sink([LOGS, job.node_id, [(owner_index, stream, text)]])
-
-    def _flush_events(self, results: dict, logs: dict) -> None:
-        # Logs first: a line printed before `return` must reach the caller before the result.
-        for job_key, entries in logs.items():
-            job = self._jobs.get(job_key)
-            if job is not None:
-                job.sink([LOGS, job.node_id, entries])
-        for job_key, entries in results.items():
-            job = self._jobs.get(job_key)
-            if job is not None and not job.canceled:
-                job.sink([RESULTS, job.node_id, entries])
-        logs.clear()
-        results.clear()
-
     def _batch_done(self, worker: Worker) -> None:
         job = worker.job
         worker.batch = None
@@ -527,32 +334,6 @@ class WorkerPool:
             job.pending.appendleft((next(job.batch_ids), requeue))
         self._dispatch(job)
 
-    def _watch(self) -> None:
-        """Kill workers over their job's func_ram, or ignoring a cancel past its deadline; give
-        back the arena pages of workers that moved nothing big for a while."""
-        now = time.monotonic()
-        for worker in list(self._live.values()):
-            arenas = worker.arenas
-            if arenas is not None and worker.batch is None and arenas.holds_pages and arenas.idle_for(now) > channel.ARENA_KEEP_SECONDS:
-                arenas.give_back_pages()
-            if worker.kill_reason is not None:
-                continue
-            if worker.cancel_deadline is not None and now > worker.cancel_deadline:
-                worker.kill_reason = "did not stop when canceled and was killed"
-                self._kill(worker)
-                continue
-            job = worker.job
-            if job is None or job.ram_limit_bytes is None or worker.batch is None:
-                continue
-            resident = _rss_bytes(worker.pid)
-            used = None if resident is None else resident - worker.memory_baseline
-            if used is not None and used > job.ram_limit_bytes:
-                worker.kill_reason = (
-                    f"ran out of memory: it used {used / 2**30:.2f} GiB, more than its "
-                    f"func_ram of {job.ram_limit_bytes / 2**30:.0f} GiB"
-                )
-                self._kill(worker)
-
     def _kill(self, worker: Worker) -> None:
         try:
             os.kill(worker.pid, signal.SIGKILL)
@@ -589,68 +370,6 @@ class WorkerPool:
             for idle in self._idle.values():
                 pids.update(w.pid for w in idle)
             return sorted(pids)
-
-
-class Sender:
-    """Writes messages to workers from a thread of its own, in the order they were posted.
-
-    The pool decides under its lock what a worker gets; the bytes (a 50 MB function, a batch's
-    big inputs placed in the worker's arena) are packed and written here, so the lock is never
-    held across a pipe write. A worker gets messages only when it is idle and reading, so a
-    write blocks at most for as long as it takes that worker to read it."""
-
-    def __init__(self) -> None:
-        self._queue: collections.deque = collections.deque()
-        self._ready = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="burla-pool-sender", daemon=True)
-        self._thread.start()
-
-    def post(self, worker: "Worker", message: list) -> None:
-        with self._ready:
-            self._queue.append((worker, message))
-            self._ready.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue:
-                    self._ready.wait()
-                worker, message = self._queue.popleft()
-            try:
-                if message[0] == "batch":
-                    message = ["batch", message[1], message[2], encode_inputs(message[3], worker.arenas)]
-                worker.send(message)
-            except Exception:
-                pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
-
-
-def _widen_pipe(connection) -> None:
-    """A 1 MiB pipe buffer instead of 64 KiB: big inputs and results cross in far fewer context
-    switches (Linux only; elsewhere, or past the system's limit, the default stays)."""
-    set_size = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
-    if set_size is None:
-        return
-    try:
-        fcntl.fcntl(connection.fileno(), set_size, PIPE_BUFFER_BYTES)
-    except OSError:
-        pass
-
-
-def _write_orphan_output(stream: int, text: str) -> None:
-    target = sys.stdout if stream == 1 else sys.stderr
-    try:
-        target.write(text)
-        target.flush()
-    except (AttributeError, OSError, ValueError):
-        pass
-
-
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 _pool: WorkerPool | None = None
