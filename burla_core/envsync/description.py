@@ -24,6 +24,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 
+from .scancache import cached
+
 OWN_DISTRIBUTION = "burla-open"
 
 
@@ -125,6 +127,17 @@ def installed_requirements(paths: list[str] | None = None) -> tuple[tuple[Requir
     signature = path_signature(paths)
     if _described is not None and _described[0] == signature:
         return _described[1]
+    def scan() -> list:
+        requirements, local = _scan_requirements(paths)
+        return [[[r.name, r.version, r.url] for r in requirements], list(local)]
+
+    scanned = cached("requirements", signature, scan)
+    result = (tuple(Requirement(*entry) for entry in scanned[0]), tuple(scanned[1]))
+    _described = (signature, result)
+    return result
+
+
+def _scan_requirements(paths: list[str]) -> tuple[tuple[Requirement, ...], tuple[str, ...]]:
     requirements: dict[str, Requirement] = {}
     local: list[str] = []
     seen: set[str] = set()
@@ -143,9 +156,7 @@ def installed_requirements(paths: list[str] | None = None) -> tuple[tuple[Requir
             local.append(name)
         else:
             requirements[key] = requirement
-    result = (tuple(sorted(requirements.values(), key=lambda r: r.key)), tuple(sorted(local)))
-    _described = (signature, result)
-    return result
+    return tuple(sorted(requirements.values(), key=lambda r: r.key)), tuple(sorted(local))
 
 
 def python_version() -> str:

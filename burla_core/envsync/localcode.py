@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 from ..errors import LocalCodeTooBig
 from .description import normalize_name, path_signature
+from .scancache import cached
 
 MAX_CODE_BYTES = 100 * 1000 * 1000
 MAX_CODE_FILES = 20_000
@@ -219,6 +220,18 @@ def _scan_distributions() -> _Distributions:
     signature = path_signature(sys.path)
     if _distributions is not None and _distributions[0] == signature:
         return _distributions[1]
+
+    def scan() -> list:
+        found = _scan_distributions_now()
+        return [sorted(found.provided), {name: [s.path, s.is_package] for name, s in found.local.items()}]
+
+    provided, local = cached("distributions", signature, scan)
+    scanned = _Distributions(frozenset(provided), {name: _Source(name, path, is_package) for name, (path, is_package) in local.items()})
+    _distributions = (signature, scanned)
+    return scanned
+
+
+def _scan_distributions_now() -> _Distributions:
     provided: set[str] = set()
     local: dict[str, _Source] = {}
     installed = _installed_dirs()
@@ -259,9 +272,7 @@ def _scan_distributions() -> _Distributions:
                 local[top] = _Source(top, location, True)
             elif os.path.isfile(location + ".py"):
                 local[top] = _Source(top, location + ".py", False)
-    scanned = _Distributions(frozenset(provided), local)
-    _distributions = (signature, scanned)
-    return scanned
+    return _Distributions(frozenset(provided), local)
 
 
 def local_sources(function_bytes: bytes | None = None) -> list[_Source]:
