@@ -202,7 +202,9 @@ def test_exception_whose_str_raises_reaches_the_caller_as_itself(rpm):
 
 def test_error_cancels_the_rest_of_the_job(rpm, tmp_path):
     work = str(tmp_path)
-    call_seconds = 1.5
+    # Long enough that no other call can finish before input 0 fails, even when the worker that
+    # runs input 1 (which input 0 waits for) takes a while to start on a busy machine.
+    call_seconds = 4.0
 
     def fail_fast_or_work_slowly(i):
         if i == 0:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from burla import remote_parallel_map
 from burla_core.node.client import node_client
 from burla_core.node.testing import start_agents
 

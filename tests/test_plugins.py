@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import types
 
 import pytest
 
 import burla
 from burla_core import config, plugins
-from burla_core.hookspecs import ProvisionerRecord, TransportRecord, hookimpl
+from burla_core.hookspecs import ProvisionerRecord, hookimpl
 from burla_core.errors import PluginError, UnknownBackend
 
 

@@ -31,14 +31,15 @@ import time
 
 from aiohttp import web
 
-from ..buffers import private_buffer
 from ..gpus import describe_func_gpu, matching
 from ..machine import GIB
 from ..pool import WorkerPool, shared_pool
+from .bodies import RequestRejected, error_response, read_body
 from .capacity import NodeSlots, measure_capacity
 from .environments import EnvironmentBuildFailed, EnvironmentCache
 from .job_setup import JobSetup
 from .jobs import RUNNING, STOPPED, AgentJob
+from .frames import decode_batch, encode_frame, slices
 from .protocol import (
     API_PREFIX,
     FRAMES_CONTENT_TYPE,
@@ -48,17 +49,13 @@ from .protocol import (
     MAX_JOB_REQUEST_BYTES,
     PARENT_JOB_ENV,
     MAX_REQUEST_BYTES,
-    WRITE_SLICE_BYTES,
     ProtocolError,
     bearer_matches,
     burla_version,
-    decode_batch,
     decode_job_environment,
     decode_job_request,
-    encode_frame,
     package_versions,
     python_version,
-    slices,
     unpack_body,
     version_mismatch,
 )
@@ -68,16 +65,6 @@ log = logging.getLogger("burla.node")
 
 STOP_WAIT_SECONDS = 1.5  # a cancel answers once calls stopped, or after this
 HOUSEKEEPING_SECONDS = 0.25
-
-
-def error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
-
-
-class RequestRejected(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.response = error_response(status, code, message, headers)
 
 
 class NodeAgent:
@@ -160,39 +147,6 @@ class NodeAgent:
             raise RequestRejected(404, "unknown_job", f"this node has no job {job_id[:64]!r} (it may have ended, or the agent restarted)")
         job.last_contact = time.monotonic()
         return job
-
-    async def _read_body(self, request: web.Request, limit: int, what: str) -> bytearray | memoryview:
-        """The whole body, read into one buffer (big bodies arrive in many pieces; joining them
-        again and again would cost more than the network)."""
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            raise RequestRejected(
-                413, "too_large", f"the {what} declares {declared} bytes; this node accepts at most {limit}"
-            )
-        content = request.content
-        try:
-            if declared is not None:
-                body = private_buffer(declared)  # huge pages: filling it costs ~3x less
-                position = 0
-                while position < declared:
-                    chunk = await content.read(min(declared - position, WRITE_SLICE_BYTES))
-                    if not chunk:
-                        raise RequestRejected(
-                            400, "truncated", f"the {what} ended after {position} of its {declared} declared bytes"
-                        )
-                    body[position : position + len(chunk)] = chunk
-                    position += len(chunk)
-                return body
-            body = bytearray()
-            while chunk := await content.read(WRITE_SLICE_BYTES):
-                body += chunk
-                if len(body) > limit:
-                    raise RequestRejected(413, "too_large", f"the {what} is over {limit} bytes")
-            return body
-        except RequestRejected:
-            raise
-        except Exception as error:  # the peer went away mid-body, or sent broken chunked encoding
-            raise RequestRejected(400, "truncated", f"the {what} could not be read ({type(error).__name__})") from None
 
     def pending_bytes(self) -> int:
         return sum(job.pending_bytes for job in self.jobs.values())
@@ -282,7 +236,7 @@ class NodeAgent:
         )
 
     async def create_job(self, request: web.Request) -> web.Response:
-        message = unpack_body(await self._read_body(request, MAX_JOB_REQUEST_BYTES, "job request"), "job request")
+        message = unpack_body(await read_body(request, MAX_JOB_REQUEST_BYTES, "job request"), "job request")
         job_request = decode_job_request(message)
         mismatch = version_mismatch(job_request.python, job_request.burla, python_version(), burla_version())
         if mismatch:
@@ -376,7 +330,7 @@ class NodeAgent:
                 await asyncio.wait_for(self.room.wait(), min(left, 0.5))
             except asyncio.TimeoutError:
                 pass
-        body = await self._read_body(request, MAX_REQUEST_BYTES, "batch")
+        body = await read_body(request, MAX_REQUEST_BYTES, "batch")
         batch_id, items, size = decode_batch(body)
         if job.is_duplicate(batch_id):
             return web.json_response({"duplicate": True, "batch_id": batch_id}, status=200)

@@ -18,7 +18,8 @@ import aiohttp
 from ..buffers import private_buffer
 from ..errors import InvalidArgument, ServerError, UnauthorizedError
 from .loop import LoopThread, loop_thread, on_exit_close_clients
-from .protocol import API_PREFIX, FRAME_HEADER, MAX_FRAME_BYTES, MSGPACK_CONTENT_TYPE, WRITE_SLICE_BYTES, ProtocolError, decode_frame_body, slices
+from .frames import WRITE_SLICE_BYTES, decode_frame_body, slices
+from .protocol import API_PREFIX, FRAME_HEADER, MAX_FRAME_BYTES, MSGPACK_CONTENT_TYPE, ProtocolError
 
 CONNECT_SECONDS = 3.0
 STALL_SECONDS = 3.0  # no byte on an event stream for this long: drop it and reconnect

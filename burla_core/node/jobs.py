@@ -28,7 +28,8 @@ from typing import Callable
 from ..pool import PoolJob, WorkerPool
 from ..serialization import error_info
 from ..types import ERROR, JOB_SETUP_FAILED, LOGS, NODE_STATUS, NOTICE, RESULTS
-from .protocol import JobRequest, encode_frame
+from .frames import encode_frame
+from .protocol import JobRequest
 
 RUNNING, CANCELED, STOPPED = "running", "canceled", "stopped"
 

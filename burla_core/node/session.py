@@ -37,7 +37,8 @@ from ..interfaces import NodeSession
 from ..types import ERROR, LOGS, NODE_LOST, NOTICE, NODE_STATUS, RESULTS, ErrorInfo, EventSink, InputBatch, JobSpec, NodeInfo
 from .client import JobGone, NodeClient, NodeUnreachable
 from .loop import ExitCloser, close_at_exit, forget_at_exit
-from .protocol import BATCH_CONTENT_TYPE, HELLO, PARENT_JOB_ENV, ProtocolError, burla_version, encode_batch, python_version
+from .frames import BATCH_CONTENT_TYPE, encode_batch
+from .protocol import HELLO, PARENT_JOB_ENV, ProtocolError, burla_version, python_version
 
 log = logging.getLogger("burla.node.session")
 

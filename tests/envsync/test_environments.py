@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from burla_core.envsync.description import EnvironmentDescription, PackageIndex, Requirement
+from burla_core.envsync.description import EnvironmentDescription, Requirement
 from burla_core.node.environments import EnvironmentBuildFailed, EnvironmentCache
 from burla_core.node.installer import blamed_requirement, find_installer, uv_index_arguments
 

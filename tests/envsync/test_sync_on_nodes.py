@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ..node.node_helpers import Http
-from .conftest import OTHER, PROBE
+from .conftest import PROBE
 from .packaging_helpers import VenvAgent, bare_venv, install_into, make_wheel, offline_install_env
 
 

@@ -8,7 +8,8 @@ import urllib.parse
 import msgpack
 
 from burla_core import __version__
-from burla_core.node.protocol import FRAME_HEADER, encode_batch, python_version
+from burla_core.node.frames import encode_batch
+from burla_core.node.protocol import FRAME_HEADER, python_version
 from burla_core.serialization import cloudpickle_dumps
 
 
@@ -68,7 +69,8 @@ def read_events(url: str, token: str, job_id: str, after: int = 0, until=None, t
     possibly in the middle of a frame, and the frames read whole so far are returned)."""
     import time
 
-    from burla_core.node.protocol import FRAME_HEADER, decode_frame_body
+    from burla_core.node.frames import decode_frame_body
+    from burla_core.node.protocol import FRAME_HEADER
 
     parsed = urllib.parse.urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=timeout)

@@ -100,7 +100,7 @@ def test_uploads_are_back_pressured_when_the_node_holds_too_many_input_bytes(mak
     assert http.post_batch("pressure", 1, [(1, dumps((0.01,))), (2, dumps((0.01,)))])[0] == 202  # queued
     # A third batch of 1.1 MB would take the node over 1 MB of queued inputs: told to come back.
     padding = b"x" * 1_100_000
-    from burla_core.node.protocol import encode_batch
+    from burla_core.node.frames import encode_batch
 
     body = b"".join(encode_batch(2, [(3, dumps((0.01, padding)))]))
     started = time.monotonic()

@@ -6,17 +6,8 @@ import os
 
 import pytest
 
-from burla_core.node.protocol import (
-    FRAME_HEADER,
-    ProtocolError,
-    bearer_matches,
-    decode_batch,
-    decode_frame_body,
-    encode_batch,
-    encode_frame,
-    slices,
-    version_mismatch,
-)
+from burla_core.node.frames import decode_batch, decode_frame_body, encode_batch, encode_frame, slices
+from burla_core.node.protocol import FRAME_HEADER, ProtocolError, bearer_matches, version_mismatch
 
 
 def frame_body(pieces: list) -> bytes:
