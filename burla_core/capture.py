@@ -205,11 +205,28 @@ class PoolOutput:
 # --- the worker's side -----------------------------------------------------------------------------
 
 
-def _text_stream(fd: int, errors: str) -> io.TextIOWrapper:
+class _RelayedText(io.TextIOWrapper):
+    """A text stream whose flush() also sends what it flushed, before it returns: for a worker
+    that reads its own pipes, so that a line printed with flush=True right before os._exit is
+    not lost with the thread that would have sent it."""
+
+    def __init__(self, buffer, after_flush: Callable[[], None], **kwargs) -> None:
+        super().__init__(buffer, **kwargs)
+        self._after_flush = after_flush
+
+    def flush(self) -> None:
+        super().flush()
+        self._after_flush()
+
+
+def _text_stream(fd: int, errors: str, after_flush: Callable[[], None] | None = None) -> io.TextIOWrapper:
     """A stream like Python's own on a terminal: line-buffered (a "\\r" flushes too, so progress
     bars show), with `.buffer`, `fileno()` and `reconfigure()`."""
     raw = io.FileIO(fd, "w", closefd=False)
-    return io.TextIOWrapper(io.BufferedWriter(raw), encoding="utf-8", errors=errors, line_buffering=True)
+    options = dict(encoding="utf-8", errors=errors, line_buffering=True)
+    if after_flush is not None:
+        return _RelayedText(io.BufferedWriter(raw), after_flush, **options)
+    return io.TextIOWrapper(io.BufferedWriter(raw), **options)
 
 
 class WorkerOutput:
@@ -246,11 +263,23 @@ class WorkerOutput:
             for _, fd in self.read_fds:
                 self._any_written.register(fd, select.POLLIN)
             self._check = functools.partial(self._any_written.poll, 0)
-        self.stdout = _text_stream(STDOUT, "strict")
-        self.stderr = _text_stream(STDERR, "backslashreplace")  # what Python uses for stderr
+        self._relay_to = relay
+        after_flush = self._relay_now if relay is not None else None
+        self.stdout = _text_stream(STDOUT, "strict", after_flush)
+        self.stderr = _text_stream(STDERR, "backslashreplace", after_flush)  # what Python uses for stderr
         sys.stdout, sys.stderr = self.stdout, self.stderr
         if relay is not None:
             threading.Thread(target=self._relay, args=(relay,), name="burla-output-relay", daemon=True).start()
+
+    def _relay_now(self) -> None:
+        """After a flush, in a worker that reads its own pipes: send what they hold at once."""
+        if not self._check():
+            return
+        items: list = []
+        with self.lock:
+            self._take(items.append)
+        if items:
+            self._relay_to(items)
 
     def start_job(self, job: int) -> None:
         self._acquire()

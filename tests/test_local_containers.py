@@ -184,3 +184,21 @@ def test_a_caller_that_exits_removes_the_containers_of_its_running_calls(fake_en
         f"Engine commands:\n{fake_engine.read_text()}"
     )
     assert wait_gone(pid, 15), f"the container's process {pid} outlived its caller"
+
+
+def test_a_line_flushed_just_before_a_container_worker_exits_reaches_the_caller(fake_engine, capfd):
+    """A worker that reads its own output (in a container, or in a node's job environment) sends
+    what a flush wrote before the flush returns: a line printed with flush=True right before
+    os._exit arrives, as it does in plain Python."""
+
+    def last_words(x):
+        import os as o
+
+        print(f"last words of {x}", flush=True)
+        o._exit(5)
+
+    capfd.readouterr()
+    with pytest.raises(burla.WorkerDied):
+        rpm(last_words, [1], image=IMAGE, func_ram=1)
+    out = capfd.readouterr().out
+    assert "last words of 1" in out, f"the line flushed before the worker exited was lost: {out!r}"
