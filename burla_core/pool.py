@@ -30,7 +30,7 @@ import multiprocess
 
 from . import channel
 from .capture import PoolOutput
-from .channel import ArenaPair
+from .channel import ArenaPair, encode_inputs
 from .pool_reader import PoolReading
 from .types import ERROR, NOTICE, WORKER_DIED, ErrorInfo
 from .worker import worker_main
@@ -229,7 +229,9 @@ class WorkerPool(PoolReading):
             if worker.loaded_job != job.job_key:
                 self._sender.post(worker, ["job", job.job_key, job.function_bytes, job.env])
                 worker.loaded_job = job.job_key
-            self._sender.post(worker, ["batch", job.job_key, batch_id, items])
+            # Big inputs go into the worker's arena here, under the lock (so its arenas cannot be
+            # closed meanwhile by the worker's death); the message is written by the sender.
+            self._sender.post(worker, ["batch", job.job_key, batch_id, encode_inputs(items, worker.arenas)])
 
     def _release(self, worker: Worker) -> None:
         """The worker's job is over: back to the idle list, or stopped if there are enough."""
@@ -362,6 +364,9 @@ class WorkerPool(PoolReading):
             if worker.process.is_alive():
                 self._kill(worker)
                 worker.process.join(timeout=1)
+        with self._lock:
+            for worker in set(workers):
+                self._forget(worker)  # the killed ones too: their pipes, output fds and arenas
         self._wake()
 
     def worker_pids(self) -> list[int]:

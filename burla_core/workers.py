@@ -19,7 +19,7 @@ from typing import Callable
 import multiprocess
 
 from .capture import PoolOutput
-from .channel import ArenaPair, encode_inputs
+from .channel import ArenaPair
 from .errors import InvalidArgument
 from .worker import pack
 
@@ -117,9 +117,9 @@ class PoolJob:
 class Sender:
     """Writes messages to workers from a thread of its own, in the order they were posted.
 
-    The pool decides under its lock what a worker gets; the bytes (a 50 MB function, a batch's
-    big inputs placed in the worker's arena) are packed and written here, so the lock is never
-    held across a pipe write. A worker gets messages only when it is idle and reading, so a
+    The pool decides under its lock what a worker gets (and places a batch's big inputs in the
+    worker's arena); the message (a 50 MB function, a batch) is packed and written here, so the
+    lock is never held across a pipe write. A worker gets messages only when it is idle and reading, so a
     write blocks at most for as long as it takes that worker to read it."""
 
     def __init__(self) -> None:
@@ -140,8 +140,6 @@ class Sender:
                     self._ready.wait()
                 worker, message = self._queue.popleft()
             try:
-                if message[0] == "batch":
-                    message = ["batch", message[1], message[2], encode_inputs(message[3], worker.arenas)]
                 worker.send(message)
             except Exception:
                 pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
