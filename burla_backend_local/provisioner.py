@@ -51,7 +51,10 @@ class LocalProvisioner(Provisioner):
             if engine is None:
                 raise ContainerEngineMissing(
                     f"image={request.image!r} needs a container engine (docker or podman) on this machine, "
-                    "and none is running. Start one, or leave image=None to run in this Python environment."
+                    "and none answers (`docker info` / `podman info` failed or they are not installed). "
+                    "Install one (Debian/Ubuntu: `sudo apt install podman`, or Docker Engine from "
+                    "https://docs.docker.com/engine/install/) and start it, or leave image=None to run "
+                    "in this Python environment. The image needs this burla version installed."
                 )
             node.image = request.image
             node.address = engine
