@@ -54,7 +54,9 @@ from .types import (
 log = logging.getLogger("burla.scheduler")
 
 TICK_SECONDS = 0.1
-BATCH_SECONDS = 0.25  # a batch holds about this much of one slot's work (see NodeWork.batch_limit)
+BATCH_SECONDS = 0.25  # a batch holds about this much of one slot's work (see NodeWork.batch_settled)
+SLOW_BATCH_SECONDS = 4 * BATCH_SECONDS  # slower than this, a node's batches shrink
+FIRST_BATCH_INPUTS = 4  # a node's first batches hold at most this, or an eighth of the full size
 STOP_SECONDS = 2.0  # after an error, how long the other calls get to stop (their output still arrives)
 WAIT_FOR_NODES_SECONDS = 30 * 60.0  # a job with no node and growth that never ends fails after this
 
@@ -83,17 +85,8 @@ class NodeWork:
     node: NodeInfo
     session: NodeSession
     batches: dict[int, dict[int, bytes]] = field(default_factory=dict)  # batch_id -> index -> payload
-    started_at: float = field(default_factory=time.monotonic)
-    settled: int = 0  # inputs it finished
-
-    def batch_limit(self, now: float) -> int:
-        """The most inputs one batch for this node should hold: what one of its slots finishes in
-        BATCH_SECONDS at the pace it has shown (1 before it has finished anything), so a slow or
-        new node never sits on a long batch while others run dry."""
-        if not self.settled:
-            return 1
-        per_slot_per_second = self.settled / max(now - self.started_at, 1e-3) / self.session.slots
-        return max(1, int(per_slot_per_second * BATCH_SECONDS))
+    sent: dict[int, tuple[float, int]] = field(default_factory=dict)  # batch_id -> (sent at, its size)
+    limit: int = 0  # the most inputs its next batch may hold (0: not known yet; see batch_settled)
 
     @property
     def slots(self) -> int:
@@ -103,6 +96,19 @@ class NodeWork:
     def busy_slots(self) -> int:
         """Slots working now, as far as the caller can tell: one per batch the node holds."""
         return min(self.session.slots, len(self.batches))
+
+    def batch_settled(self, batch_id: int, now: float) -> None:
+        """Adjust the batch limit to the node's pace: a batch that came back within
+        SLOW_BATCH_SECONDS lets the next ones be twice as big; a slower one (a slow node, or long
+        calls) shrinks them to what fits in BATCH_SECONDS. A new node starts at an
+        eighth of the full batch size, or FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a
+        long batch while others run dry, and a fast one reaches full-size batches in a few rounds."""
+        sent_at, size = self.sent.pop(batch_id)
+        took = now - sent_at
+        if took <= SLOW_BATCH_SECONDS:
+            self.limit = max(self.limit, 2 * size)
+        else:
+            self.limit = max(1, int(size * BATCH_SECONDS / took))
 
 
 class ScheduledJob:
@@ -187,6 +193,7 @@ class ScheduledJob:
         self.progress.slots -= work.slots
         self.progress.nodes = len(self.working)
         work.batches.clear()
+        work.sent.clear()
         self.feed.send_again(sorted(unfinished))
         self._close_session(work)
         if self.slot_budget is not None:
@@ -243,14 +250,16 @@ class ScheduledJob:
         if self.membership is not None and self.membership.growing:
             total_slots += self.membership.expected_slots  # leave work for the nodes on their way
         feed = self.feed
-        now = time.monotonic()
         for per_slot in range(1, BATCHES_PER_SLOT + 1):
             for work in list(self.working.values()):
                 limit = per_slot * work.slots
                 while len(work.batches) < limit:
                     if not feed.has_more():
                         return self._source_done()
-                    items = feed.take(min(feed.batch_size(total_slots), work.batch_limit(now)))
+                    size = feed.batch_size(total_slots)
+                    if not work.limit:  # a node's first batches: small, until it shows its pace
+                        work.limit = max(min(size, FIRST_BATCH_INPUTS), size // 8)
+                    items = feed.take(min(size, work.limit))
                     if not items:
                         return self._source_done()
                     self._send(work, items)
@@ -262,12 +271,15 @@ class ScheduledJob:
     def _send(self, work: NodeWork, items: list[tuple[int, bytes]]) -> None:
         batch_id = self.next_batch_id
         self.next_batch_id += 1
-        before = work.busy_slots
-        work.batches[batch_id] = dict(items)
+        batches = work.batches
+        if len(batches) < work.session.slots:
+            self.progress.running += 1  # one more of its slots has a batch (see busy_slots)
+        batches[batch_id] = dict(items)
+        work.sent[batch_id] = (time.monotonic(), len(items))
+        entry = (work, batch_id)
         owner = self.owner
         for input_index, _ in items:
-            owner[input_index] = (work, batch_id)
-        self.progress.running += work.busy_slots - before
+            owner[input_index] = entry
         work.session.submit(InputBatch(batch_id, items))
 
     def settle(self, input_index: int) -> bool:
@@ -276,13 +288,14 @@ class ScheduledJob:
         if entry is None:
             return False
         work, batch_id = entry
-        work.settled += 1
-        batch = work.batches[batch_id]
+        batches = work.batches
+        batch = batches[batch_id]
         del batch[input_index]
         if not batch:
-            before = work.busy_slots
-            del work.batches[batch_id]
-            self.progress.running += work.busy_slots - before
+            del batches[batch_id]
+            if len(batches) < work.session.slots:
+                self.progress.running -= 1  # one of its slots has no batch left
+            work.batch_settled(batch_id, time.monotonic())
         return True
 
     def finished(self) -> bool:
