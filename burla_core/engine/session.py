@@ -129,7 +129,9 @@ class EngineSession(NodeSession):
                 return
             self.canceled = True
             self._waiting.clear()
-            tasks = list(self._running.values())
+            # A task whose inputs have all ended is ending by itself; canceling it then would
+            # race its completion (Ray 2.60's driver aborts on that race).
+            tasks = [task for task in self._running.values() if task.items]
             now = time.monotonic()
             for task in tasks:
                 task.stop_requested_at = now
