@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from burla_core.errors import NoCompatibleNodes, NoNodes, VersionMismatch
 from burla_core.gpus import describe_func_gpu, matching
@@ -26,6 +27,9 @@ from .settings import DaskSettings
 log = logging.getLogger("burla.dask")
 
 WATCH_SECONDS = 1.0  # how often a running job looks for workers that joined or left
+# A machine whose workers are all gone leaves the job only after this long: a nanny restarts a
+# worker that died within seconds (its tasks are retried meanwhile).
+MACHINE_LOSS_SECONDS = 10.0
 
 
 def scheduler_workers(client) -> dict[str, dict]:
@@ -150,6 +154,7 @@ class DaskProvisioner(Provisioner):
         (A worker that leaves a machine still in the job: its session retries its inputs.)"""
         client = dask_client(self.settings)
         stop = threading.Event()
+        missing_since: dict[str, float] = {}
         while not membership.closed and not stop.wait(WATCH_SECONDS):
             try:
                 workers = scheduler_workers(client)
@@ -158,10 +163,15 @@ class DaskProvisioner(Provisioner):
                 log.debug("asking the Dask scheduler for its workers failed", exc_info=True)
                 continue
             present = {host_node(host, nodes).node_id: host_node(host, nodes) for host, nodes in hosts.items()}
+            now = time.monotonic()
             for node_id in sorted(known - set(present)):
-                known.discard(node_id)
-                membership.leave(node_id, "every Dask worker of this machine left the cluster")
+                missing_since.setdefault(node_id, now)
+                if now - missing_since[node_id] > MACHINE_LOSS_SECONDS:
+                    known.discard(node_id)
+                    missing_since.pop(node_id)
+                    membership.leave(node_id, "every Dask worker of this machine left the cluster")
             for node_id, node in sorted(present.items()):
+                missing_since.pop(node_id, None)
                 if node_id not in known:
                     known.add(node_id)
                     membership.join(node)

@@ -63,6 +63,7 @@ class DaskTransport(Transport):
             return
         self.client = dask_client(self.settings)
         self._topic = f"burla-{job.job_id}"
+        self._resources = job.resources
         self._dispatcher = threading.Thread(target=self._dispatch, name="burla-dask-frames", daemon=True)
         self._dispatcher.start()
         threading.Thread(target=self._watch_workers, name="burla-dask-workers", daemon=True).start()
@@ -94,15 +95,17 @@ class DaskTransport(Transport):
                 log.warning("a frame from the Dask cluster could not be handled", exc_info=True)
 
     def _watch_workers(self) -> None:
-        """Tasks whose worker left the cluster will never end on their own: end them as lost."""
+        """Tasks whose worker left the cluster would never end: end them as lost, and let the
+        sessions use workers that joined their machine (a worker its nanny restarted)."""
         while not self._closed.wait(WATCH_SECONDS):
             try:
-                present = set(scheduler_workers(self.client))
+                workers = scheduler_workers(self.client)
+                hosts, _, _ = usable_workers(self.client, workers, self._resources)
             except Exception:
                 log.debug("asking the Dask scheduler for its workers failed", exc_info=True)
                 continue
             for session in list(self._sessions):
-                session.workers_present(present)
+                session.update_workers(hosts.get(session.host, []))
 
     def track(self, session: "DaskSession", task: EngineTask) -> None:
         with self._lock:
@@ -159,6 +162,7 @@ class DaskSession(EngineSession):
         super().__init__(node.node_id, slots, events)
         self.transport = transport
         self.workers = dict(workers)
+        self.host = node.address or ""
         self.worker_of: dict[str, str] = {}  # task_id -> the worker running it
         self.env = env
         self.job_id = job.job_id
@@ -181,23 +185,23 @@ class DaskSession(EngineSession):
             self.worker_of.pop(task.task_id, None)
         super().ended(task, failure)
 
-    def workers_present(self, present: set[str]) -> None:
-        """Forget workers that left the cluster; their tasks are lost."""
+    def update_workers(self, current: list[NodeInfo]) -> None:
+        """The machine's usable workers now: a worker that left takes its running tasks with it
+        (their inputs are retried); a new one (a restarted worker) takes tasks from now on."""
         with self._lock:
-            gone = [worker for worker in self.workers if worker not in present]
-            if not gone:
-                return
+            addresses = {worker.node_id: worker.slots for worker in current}
+            gone = [worker for worker in self.workers if worker not in addresses]
             for worker in gone:
                 del self.workers[worker]
+            self.workers.update(addresses)
             lost = [task for task in self.running_tasks() if self.worker_of.get(task.task_id) in gone]
-            machine_gone = not self.workers
+        if lost:
+            self.stop(lost)  # release their futures: pinned to a worker that is gone, they would wait forever
         for task in lost:
             self.transport._forget(task)
-        if machine_gone:  # the scheduler runs its inputs on the other machines
-            self.report_lost("every Dask worker of this machine left the cluster")
-            return
-        for task in lost:
             self.ended(task, "its Dask worker left the cluster")
+        if addresses and not lost:
+            self._pump()  # a worker that came back may take waiting batches
 
     def launch(self, task: EngineTask) -> None:
         transport = self.transport

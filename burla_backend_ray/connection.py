@@ -49,6 +49,29 @@ def connect(address: str | None) -> None:
                 "running, and is the address right (backend_options['address'] or RAY_ADDRESS)?"
             ) from None
         _connected_pid = os.getpid()
+        _keep_ray_errors_off_stdout()
+
+
+def _keep_ray_errors_off_stdout() -> None:
+    """Ray prints cluster errors ("(raylet) A worker died ...") to the caller's stdout, which in
+    Burla holds only the function's output: send them to stderr instead. Ray's listener looks
+    the printer up in its module at each message, so wrapping it there is enough; a Ray without
+    it keeps its behaviour."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        return
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "burla_wrapped", False):
+        return
+
+    def to_stderr(data, *args, **kwargs):
+        if isinstance(data, dict) and data.get("pid") == "raylet" and not data.get("is_err"):
+            data = dict(data, is_err=True)
+        return printer(data, *args, **kwargs)
+
+    to_stderr.burla_wrapped = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_stderr
 
 
 def _same_address(current: str, wanted: str) -> bool:
