@@ -6,9 +6,10 @@ back on the job's event topic, live, while it runs.
 
 A session is one machine: it gives each task to one of the machine's workers with a free slot,
 and a worker that leaves the cluster takes its running tasks with it (their inputs are retried,
-WORKER_DIED for one lost twice). The job's function travels once per job (client.scatter, then every task names it); a batch
-over SCATTER_BYTES is scattered to its worker first instead of riding in the task graph through
-the scheduler. Canceling a future makes its task see itself "cancelled" and stop its calls.
+WORKER_DIED for one lost twice). A function or batch over SCATTER_BYTES does not ride in the
+task graph through the scheduler: the function is copied to every worker once per job, a batch
+is scattered to the worker that runs it. Canceling a future makes its task see itself
+"cancelled" and stop its calls.
 """
 
 from __future__ import annotations
@@ -34,12 +35,17 @@ SCATTER_BYTES = 1_000_000
 WATCH_SECONDS = 1.0  # how often the sessions look for workers that left
 
 
-def _forget_topic(dask_scheduler, topic: str) -> None:
-    """Run on the scheduler: drop the events it keeps of a finished job (it keeps the last
-    100,000 of every topic otherwise)."""
-    broker = getattr(dask_scheduler, "_broker", None)
-    if broker is not None:
-        broker._topics.pop(topic, None)
+def _topic_dropper():
+    """A function for the scheduler that drops the events it keeps of a finished job (it keeps
+    the last 100,000 of every topic otherwise). Made here so that cloudpickle sends it by value:
+    the scheduler need not have Burla installed."""
+
+    def drop_topic(topic: str, dask_scheduler=None) -> None:  # Dask passes the scheduler by keyword
+        broker = getattr(dask_scheduler, "_broker", None)
+        if broker is not None:
+            broker._topics.pop(topic, None)
+
+    return drop_topic
 
 
 class DaskTransport(Transport):
@@ -69,7 +75,13 @@ class DaskTransport(Transport):
         threading.Thread(target=self._watch_workers, name="burla-dask-workers", daemon=True).start()
         # The handler runs on the client's event loop: it only hands the frame to the dispatcher.
         self.client.subscribe_topic(self._topic, lambda event: self._inbox.put(event[1]))
-        self._function = self.client.scatter(job.function_bytes, broadcast=False, hash=False)
+        # A small function rides in each task (cheaper than a lookup); a big one is copied to
+        # every worker once. Not to one worker: its death would take the job's only copy along,
+        # and every task after it would wait forever for the function.
+        if len(job.function_bytes) > SCATTER_BYTES:
+            self._function = self.client.scatter(job.function_bytes, broadcast=True, hash=False)
+        else:
+            self._function = job.function_bytes
 
     def _dispatch(self) -> None:
         while True:
@@ -145,7 +157,7 @@ class DaskTransport(Transport):
         self._inbox.put(None)
         try:
             self.client.unsubscribe_topic(self._topic)
-            self.client.run_on_scheduler(_forget_topic, self._topic)
+            self.client.run_on_scheduler(_topic_dropper(), self._topic)
         except Exception:  # the cluster went away: nothing of the job is left on it either
             log.debug("releasing the job's topic failed", exc_info=True)
         self._function = None

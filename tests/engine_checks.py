@@ -119,3 +119,20 @@ def test_an_engine_worker_dying_leaves_stdout_to_the_function(rpm, tmp_path, cap
     time.sleep(2)  # engines report a dead worker asynchronously
     out = capfd.readouterr().out
     assert out.strip() == "", f"the engine wrote to the caller's stdout about its dead worker: {out!r}"
+
+
+def test_the_dask_scheduler_keeps_no_events_of_a_finished_job(rpm, burla_backend, burla_backend_options):
+    if burla_backend != "dask":
+        import pytest
+
+        pytest.skip("Dask's scheduler keeps events per topic; Ray's frames are task yields")
+    from burla_backend_dask.client import dask_client
+    from burla_backend_dask.settings import DaskSettings
+
+    assert rpm(print_a_line, [1, 2]) == [1, 2]
+    client = dask_client(DaskSettings.from_options(burla_backend_options))
+
+    def burla_topics(dask_scheduler):
+        return [name for name in dask_scheduler._broker._topics if name.startswith("burla-")]
+
+    assert client.run_on_scheduler(burla_topics) == [], "the job's event topic outlived the job on the scheduler"
