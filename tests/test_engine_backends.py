@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import burla
+from burla_core.errors import NoNodes
 
 REPO = Path(__file__).resolve().parent.parent
 ADDRESS_ENVS = {"dask": "BURLA_DASK_ADDRESS", "ray": "RAY_ADDRESS"}
@@ -24,7 +25,7 @@ def test_no_address_fails_at_once_saying_how_to_give_one(engine, monkeypatch):
     pytest.importorskip("distributed" if engine == "dask" else "ray")
     monkeypatch.delenv(ADDRESS_ENVS[engine], raising=False)
     started = time.monotonic()
-    with pytest.raises(burla.NoNodes) as raised:
+    with pytest.raises(NoNodes) as raised:
         burla.remote_parallel_map(abs, [1], backend=engine, spinner=False)
     message = str(raised.value)
     assert ADDRESS_ENVS[engine] in message and "backend_options={'address'" in message, (
