@@ -138,3 +138,16 @@ def test_the_dask_scheduler_keeps_no_events_of_a_finished_job(rpm, burla_backend
     assert rpm(print_a_line, [1, 2]) == [1, 2]
     left = set(client.run_on_scheduler(burla_topics)) - before
     assert not left, f"the job's event topic outlived the job on the scheduler: {left}"
+
+
+def triple_and_say(x):
+    print(f"detached {x}")
+    return x * 3
+
+
+def test_a_detached_job_runs_on_the_engine(rpm, capfd):
+    capfd.readouterr()
+    got = call_with_deadline(120, "a detached call", rpm, triple_and_say, [1, 2, 3], detach=True)
+    assert got == [3, 6, 9], f"the detached job's results came back as {got!r}"
+    out = capfd.readouterr().out
+    assert sorted(line for line in out.splitlines() if line) == ["detached 1", "detached 2", "detached 3"], out
