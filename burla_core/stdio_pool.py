@@ -69,7 +69,7 @@ class StdioWorkerPool(WorkerPool):
     def _start_worker(self, profile: tuple, gpu_index: int | None) -> Worker:
         name = f"burla-worker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         popen = subprocess.Popen(
-            self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr,
+            self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,  # fd 2, whatever sys.stderr is now
             env=self.environment(gpu_index),
         )
         inbox = Connection(os.dup(popen.stdin.fileno()), readable=False)

@@ -1,0 +1,158 @@
+"""The engine's side of one batch: run it in this process's pool of Burla workers and produce
+frames of events as they happen, for the engine to carry back to the caller.
+
+    engine task (Dask task / Ray streaming task)
+        └── run_batch(function, items) ──► WorkerPool (clean worker processes, kept warm here)
+                 ▲                               │ RESULTS / LOGS / ERROR / NOTICE
+                 └── frames ◄── coalesced ◄──────┘      (a worker that dies: its input retried
+                                                         once on a new worker, then WORKER_DIED)
+
+A frame is a list of plain entries (msgpack-able, for Dask's event channel as for Ray's objects):
+    ["r", input_index, pickled_result]   ["l", input_index, stream, text]
+    ["e", input_index, ErrorInfo.to_wire()]   ["n", text]
+Every input of the batch ends as one "r" or one "e" unless `stop_requested()` turns true: then
+the calls are canceled, what they printed until they stopped is still sent, and run_batch returns
+only once none of them runs any more.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Callable, Iterator
+
+
+from ..pool import CANCEL_GRACE_SECONDS
+from ..stdio_pool import StdioWorkerPool
+from ..types import ERROR, LOGS, NOTICE, RESULTS
+
+POLL_SECONDS = 0.05  # how often a running batch checks whether the engine canceled it
+FRAME_SECONDS = 0.005  # events this close together travel in one frame
+MAX_FRAME_BYTES = 4 * 1000 * 1000
+STOP_SECONDS = CANCEL_GRACE_SECONDS + 4.0  # after a cancel: the pool kills a call within its grace
+
+
+class CleanWorkerPool(StdioWorkerPool):
+    """A WorkerPool whose workers are fresh interpreters (`python -m burla_core.engine.worker`)
+    instead of forks of this engine process (a forked child of a Ray worker hangs on its first
+    Ray call). They see this process's sys.path (a Ray working_dir, files a Dask client
+    uploaded) and its current directory, and exit when this process does."""
+
+    def command(self, gpu_index: int | None, name: str) -> list[str]:
+        return [sys.executable, "-m", "burla_core.engine.worker", str(os.getpid())]
+
+    def environment(self, gpu_index: int | None) -> dict | None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(path for path in sys.path if path and os.path.isdir(path))
+        if gpu_index is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu_index)
+        return env
+
+
+_pool: CleanWorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def engine_pool() -> CleanWorkerPool:
+    """This engine process's pool (one per process; a forked child makes its own)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = CleanWorkerPool()
+        return _pool
+
+
+def _shutdown_pool() -> None:
+    if _pool is not None:
+        _pool.shutdown()
+
+
+def _forget_pool_in_child() -> None:
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+atexit.register(_shutdown_pool)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
+def _entries(event: list, unsettled: set[int]) -> list[list]:
+    """The frame entries of one pool event; settles the inputs it finishes."""
+    kind, data = event[0], event[2]
+    if kind == RESULTS:
+        for input_index, _ in data:
+            unsettled.discard(input_index)
+        return [["r", input_index, bytes(payload)] for input_index, payload in data]
+    if kind == LOGS:
+        return [["l", input_index, stream, text] for input_index, stream, text in data]
+    if kind == ERROR:
+        input_index, info = data
+        unsettled.discard(input_index)
+        return [["e", input_index, info.to_wire()]]
+    if kind == NOTICE:
+        return [["n", data]]
+    return []
+
+
+def _size(entry: list) -> int:
+    last = entry[-1]
+    return len(last) if isinstance(last, (bytes, str)) else 256
+
+
+def run_batch(
+    function_bytes: bytes,
+    items: list[tuple[int, bytes]],
+    stop_requested: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    ram_limit_bytes: int | None = None,
+) -> Iterator[list[list]]:
+    """Run `items` ((input_index, pickled args) pairs) one after another on one worker of this
+    process's pool; yield frames as events arrive. Returns once every input has ended, or after
+    `stop_requested()` once the calls have stopped."""
+    pool = engine_pool()
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    job = pool.open_job(function_bytes, 1, events.put, node_id="engine", env=env, ram_limit_bytes=ram_limit_bytes)
+    unsettled = {input_index for input_index, _ in items}
+    stopping_since: float | None = None
+    try:
+        if stop_requested():
+            return
+        pool.submit(job, 0, [(input_index, bytes(payload)) for input_index, payload in items])
+        while True:
+            try:
+                event = events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                event = None
+            frame: list[list] = []
+            size = 0
+            flush_at = time.monotonic() + FRAME_SECONDS
+            while event is not None:
+                for entry in _entries(event, unsettled):
+                    frame.append(entry)
+                    size += _size(entry)
+                if size >= MAX_FRAME_BYTES:
+                    break  # the rest waits for the next frame
+                remaining = flush_at - time.monotonic()
+                try:
+                    event = events.get(timeout=remaining) if remaining > 0 else events.get_nowait()
+                except queue.Empty:
+                    event = None
+            if frame:
+                yield frame
+            if not unsettled and events.empty():
+                return
+            if stopping_since is None and stop_requested():
+                stopping_since = time.monotonic()
+                pool.cancel(job)
+            if stopping_since is not None and events.empty():
+                if pool.is_stopped(job) or time.monotonic() - stopping_since > STOP_SECONDS:
+                    return
+    finally:
+        pool.close(job)
+        pool.wait_closed(job, STOP_SECONDS)

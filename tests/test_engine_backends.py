@@ -1,0 +1,69 @@
+"""The dask and ray backends: the whole conformance suite and tests/engine_checks.py against a
+local cluster each (started by the backend's test environment on 127.0.0.1), and what holds
+without any cluster: a missing address fails at once, and nothing of dask or ray is imported
+unless the backend is used."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import burla
+from burla_core.errors import NoNodes
+
+REPO = Path(__file__).resolve().parent.parent
+ADDRESS_ENVS = {"dask": "BURLA_DASK_ADDRESS", "ray": "RAY_ADDRESS"}
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_no_address_fails_at_once_saying_how_to_give_one(engine, monkeypatch):
+    pytest.importorskip("distributed" if engine == "dask" else "ray")
+    monkeypatch.delenv(ADDRESS_ENVS[engine], raising=False)
+    started = time.monotonic()
+    with pytest.raises(NoNodes) as raised:
+        burla.remote_parallel_map(abs, [1], backend=engine, spinner=False)
+    message = str(raised.value)
+    assert ADDRESS_ENVS[engine] in message and "backend_options={'address'" in message, (
+        f"the error should say both ways to give the address: {message}"
+    )
+    assert time.monotonic() - started < 30, "a missing address must fail at once, not after trying to connect"
+
+
+def test_burla_and_the_local_backend_never_import_dask_or_ray():
+    script = (
+        "import sys, burla\n"
+        "assert burla.remote_parallel_map(abs, [-1, -2], spinner=False) == [1, 2]\n"
+        "from burla_core import plugins\n"
+        "assert {'dask', 'ray'} <= set(plugins.installed_backends()), plugins.installed_backends()\n"
+        "loaded = sorted(name for name in ('dask', 'distributed', 'ray') if name in sys.modules)\n"
+        "print('LOADED', loaded)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED []" in result.stdout, f"import burla or a local call loaded an engine: {result.stdout}"
+
+
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_the_conformance_suite_and_engine_checks_pass_against_a_local_cluster(engine):
+    pytest.importorskip("distributed" if engine == "dask" else "ray")
+    env = dict(os.environ)
+    for name in (*ADDRESS_ENVS.values(), "BURLA_BACKEND"):
+        env.pop(name, None)  # the backend's test environment starts its own cluster on 127.0.0.1
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", "--pyargs", "conformance_tests",
+         str(REPO / "tests" / "engine_checks.py"), "--burla-backend", engine, "--timeout", "150"],
+        capture_output=True, text=True, env=env, timeout=900, cwd=REPO,
+    )
+    took = time.monotonic() - started
+    print(f"{engine}: conformance suite + engine checks took {took:.0f} s")
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    # What the test environment started runs under a name of its own: none of it may be left.
+    marker = "burla_backend_dask.testenv" if engine == "dask" else "/burla-ray-"
+    leftovers = [line for line in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines() if marker in line]
+    assert not leftovers, f"processes of the test cluster outlived the run: {leftovers[:5]}"
