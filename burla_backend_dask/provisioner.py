@@ -26,6 +26,7 @@ from .settings import DaskSettings
 
 log = logging.getLogger("burla.dask")
 
+NO_WORKER_WAIT_SECONDS = 20.0  # a call on a cluster with no worker waits this long for one
 WATCH_SECONDS = 1.0  # how often a running job looks for workers that joined or left
 # A machine whose workers are all gone leaves the job only after this long: a nanny restarts a
 # worker that died within seconds (its tasks are retried meanwhile).
@@ -116,9 +117,17 @@ class DaskProvisioner(Provisioner):
         client = dask_client(self.settings)
         workers = scheduler_workers(client)
         if not workers:
+            # A cluster between workers (a nanny restarting a dead one, an adaptive cluster
+            # scaling up) gets a moment before the call gives up on it.
+            try:
+                client.wait_for_workers(1, timeout=NO_WORKER_WAIT_SECONDS)
+            except Exception:  # distributed raises TimeoutError (of its own kind, by version)
+                pass
+            workers = scheduler_workers(client)
+        if not workers:
             raise NoNodes(
-                f"the Dask cluster at {self.settings.address} has no workers: start some with "
-                f"`dask worker {self.settings.address}`"
+                f"the Dask cluster at {self.settings.address} has no workers (waited "
+                f"{NO_WORKER_WAIT_SECONDS:.0f} s for one): start some with `dask worker {self.settings.address}`"
             )
         hosts, refused, broken = usable_workers(client, workers, request)
         if hosts:

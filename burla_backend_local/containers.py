@@ -25,6 +25,8 @@ REMOVE_WAIT_SECONDS = 10.0  # at shutdown, how long removals of running containe
 
 
 class ContainerPool(StdioWorkerPool):
+    passes_output_pipes = False  # a container gets none of this process's descriptors
+
     def __init__(self, engine: str, image: str, ram_limit_gb: int) -> None:
         super().__init__()
         self.engine = engine

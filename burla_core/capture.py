@@ -77,10 +77,18 @@ class _Owner:
         self.value = value
 
 
-def own_pipes() -> OutputEnds:
-    """Pipes for a worker that reads its own output (one in a container: `--stdio`)."""
-    stdout_read, stdout_write = os.pipe()
-    stderr_read, stderr_write = os.pipe()
+OUTPUT_FDS_ENV = "BURLA_OUTPUT_FDS"  # stdout write, stderr write, stdout read, stderr read
+
+
+def own_pipes(inherited: tuple[int, int, int, int] | None = None) -> OutputEnds:
+    """Pipes for a worker that reads its own output (a `--stdio` worker): its pool's, passed at
+    start (`inherited`, so that the pool can still read what is left when the worker dies), or
+    new ones (a worker in a container, which no pool's descriptors reach)."""
+    if inherited is not None:
+        stdout_write, stderr_write, stdout_read, stderr_read = inherited
+    else:
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
     for fd in (stdout_read, stderr_read):
         os.set_blocking(fd, False)
     return OutputEnds(
@@ -125,8 +133,10 @@ class PoolOutput:
 
     def __init__(self, context=None) -> None:
         self.decoders = {STDOUT: StreamDecoder(), STDERR: StreamDecoder()}
-        self.stream_of_fd: dict[int, int] = {}
+        self.stream_of_fd: dict[int, int] = {}  # read while the worker lives (forked workers)
+        self.stream_of_death_fd: dict[int, int] = {}  # read only once it died (--stdio workers)
         self._ends: OutputEnds | None = None
+        self._child_fds: tuple[int, ...] = ()
         if context is None:
             return
         fds = {}
@@ -150,6 +160,38 @@ class PoolOutput:
 
     def worker_ends(self) -> OutputEnds | None:
         return self._ends
+
+    @classmethod
+    def for_stdio_worker(cls) -> "PoolOutput":
+        """Pipes for a worker started by a command that reads its own output: it gets both ends
+        (`child_fds`, passed at start and named in OUTPUT_FDS_ENV); the pool keeps a copy of the
+        read ends, read only once the worker died, so its last words still arrive."""
+        output = cls()
+        fds = {}
+        for stream in (STDOUT, STDERR):
+            read_fd, write_fd = os.pipe()
+            fds[stream] = (read_fd, write_fd)
+            kept = os.dup(read_fd)
+            os.set_blocking(kept, False)
+            output.stream_of_death_fd[kept] = stream
+        output._child_fds = (fds[STDOUT][1], fds[STDERR][1], fds[STDOUT][0], fds[STDERR][0])
+        return output
+
+    @property
+    def child_fds(self) -> tuple[int, ...]:
+        return self._child_fds
+
+    def child_env_value(self) -> str:
+        return ",".join(str(fd) for fd in self._child_fds)
+
+    def after_child_started(self) -> None:
+        """The child has its copies of the pipes: close ours (the read ends' dups stay)."""
+        fds, self._child_fds = self._child_fds, ()
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def after_start(self) -> None:
         """The worker has its copies: close ours of the write ends (and the read ends' dups)."""
@@ -178,15 +220,21 @@ class PoolOutput:
             data = read_available(fd)
         return (owner_job, owner_index, stream, data) if data else None
 
-    def leftovers(self) -> list[tuple[int, int, int, bytes]]:
-        """What the pipes of a dead worker still hold, for the input that was running: one read
-        each (a pipe holds less than a read takes), so a process the function left running and
-        writing cannot keep the pool here."""
+    def leftovers(self, owner: tuple[int, int] | None = None) -> list[tuple[int, int, int, bytes]]:
+        """What the pipes of a dead worker still hold, for the input that was running (`owner`
+        for a --stdio worker, whose owner the pool knows from its reports): one read each (a
+        pipe holds less than a read takes), so a process the function left running and writing
+        cannot keep the pool here."""
         pieces = []
         for fd in list(self.stream_of_fd):
             piece = self.read(fd, worker_alive=False)
             if piece is not None:
                 pieces.append(piece)
+        if owner is not None:
+            for fd, stream in self.stream_of_death_fd.items():
+                data = read_available(fd)
+                if data:
+                    pieces.append((owner[0], owner[1], stream, data))
         return pieces
 
     def decode(self, stream: int, job: int, input_index: int, data: bytes) -> list[tuple[int, int, str]]:
@@ -194,12 +242,14 @@ class PoolOutput:
 
     def close(self) -> None:
         self.after_start()
-        for fd in list(self.stream_of_fd):
+        self.after_child_started()
+        for fd in list(self.stream_of_fd) + list(self.stream_of_death_fd):
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.stream_of_fd.clear()
+        self.stream_of_death_fd.clear()
 
 
 # --- the worker's side -----------------------------------------------------------------------------
@@ -344,3 +394,13 @@ class WorkerOutput:
                 relay(items)
             else:
                 threading.Event().wait(0.01)  # readable but empty (taken by end_input meanwhile)
+
+
+def inherited_output_fds() -> tuple[int, int, int, int] | None:
+    """The output pipes a --stdio worker's pool passed it (OUTPUT_FDS_ENV), or None."""
+    value = os.environ.pop(OUTPUT_FDS_ENV, "")
+    try:
+        fds = tuple(int(part) for part in value.split(",")) if value else ()
+    except ValueError:
+        return None
+    return fds if len(fds) == 4 else None  # type: ignore[return-value]

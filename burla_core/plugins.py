@@ -42,7 +42,14 @@ def load_registry(extra_plugins: tuple = ()) -> Registry:
     with hookimpls, used by tests), then check that every hookimpl matches a hookspec."""
     manager = pluggy.PluginManager("burla")
     manager.add_hookspecs(hookspecs)
-    manager.load_setuptools_entrypoints("burla")
+    try:
+        manager.load_setuptools_entrypoints("burla")
+    except Exception as error:  # an entry point whose module is gone or fails to import
+        raise PluginError(
+            f"a burla plugin could not be loaded ({type(error).__name__}: {error}). An installed "
+            "package lists a module under the 'burla' entry points that does not import: reinstall "
+            "it (for this checkout: pip install -e .) or uninstall it."
+        ) from error
     for plugin in extra_plugins:
         manager.register(plugin)
     try:

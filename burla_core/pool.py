@@ -291,7 +291,8 @@ class WorkerPool(PoolReading):
 
     def _on_death(self, worker: Worker) -> None:
         # What it wrote just before dying (a last line, a faulthandler traceback) goes first.
-        for piece in worker.output.leftovers():
+        owner = (worker.job.job_key, worker.current_index.value) if worker.job is not None else None
+        for piece in worker.output.leftovers(owner):
             self._output(worker, *piece)
         worker.process.join(timeout=1)
         how = describe_exit(worker.process.exitcode, worker.kill_reason)

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 from multiprocess.connection import Connection
 
+from .capture import OUTPUT_FDS_ENV, PoolOutput
 from .pool import Worker, WorkerPool
 
 
@@ -55,7 +56,12 @@ class StdioProcess:
 
 class StdioWorkerPool(WorkerPool):
     """A WorkerPool whose workers run `command(gpu_index, name)` with `environment(gpu_index)`;
-    `name` is unique to the worker (burla-worker-PID-RANDOM)."""
+    `name` is unique to the worker (burla-worker-PID-RANDOM). The worker reads its own output;
+    it gets its output pipes from the pool (`passes_output_pipes`), which keeps a copy of their
+    read ends, so that what a worker wrote just before it died still reaches its input."""
+
+    #: False where the pool's descriptors cannot reach the worker (a container's).
+    passes_output_pipes = True
 
     def command(self, gpu_index: int | None, name: str) -> list[str]:
         raise NotImplementedError
@@ -68,10 +74,19 @@ class StdioWorkerPool(WorkerPool):
 
     def _start_worker(self, profile: tuple, gpu_index: int | None) -> Worker:
         name = f"burla-worker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        popen = subprocess.Popen(
-            self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None,  # fd 2, whatever sys.stderr is now
-            env=self.environment(gpu_index),
-        )
+        env = self.environment(gpu_index)
+        output = PoolOutput.for_stdio_worker() if self.passes_output_pipes else PoolOutput()
+        if output.child_fds:
+            env = dict(os.environ if env is None else env)
+            env[OUTPUT_FDS_ENV] = output.child_env_value()
+        try:
+            popen = subprocess.Popen(
+                self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None,  # fd 2, whatever sys.stderr is now
+                env=env, pass_fds=output.child_fds,
+            )
+        finally:
+            output.after_child_started()
         inbox = Connection(os.dup(popen.stdin.fileno()), readable=False)
         outbox = Connection(os.dup(popen.stdout.fileno()), writable=False)
         popen.stdin.close()
@@ -84,6 +99,7 @@ class StdioWorkerPool(WorkerPool):
             SimpleNamespace(value=0),
             SimpleNamespace(value=0),
             profile,
+            output=output,
         )
 
 

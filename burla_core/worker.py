@@ -39,7 +39,7 @@ import types
 
 import msgpack
 
-from .capture import OutputEnds, WorkerOutput, own_pipes
+from .capture import OutputEnds, WorkerOutput, inherited_output_fds, own_pipes
 from .channel import decode_input, encode_result
 from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
 from .serialization import dumps_payload, error_info, loads
@@ -221,7 +221,7 @@ def worker_main(
                 outbox.add(item)
             outbox.flush()  # at once: nothing but this process holds these bytes now
 
-        output = WorkerOutput(own_pipes(), relay)
+        output = WorkerOutput(own_pipes(inherited_output_fds()), relay)
     else:
         output = WorkerOutput(output_ends)
     faulthandler.enable(all_threads=False)  # a crash in native code prints where, to the captured stderr

@@ -99,3 +99,20 @@ def test_a_third_party_backend_reusing_the_local_transport_runs_jobs(monkeypatch
 
     monkeypatch.setattr(plugins, "_registry", plugins.load_registry(extra_plugins=(OneSlotPlugin(),)))
     assert burla.remote_parallel_map(lambda x: x + 1, [1, 2, 3], backend="one-slot", spinner=False) == [2, 3, 4]
+
+
+def test_an_entry_point_whose_module_is_missing_is_a_plugin_error_saying_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    from burla_core import plugins
+    from burla_core.errors import PluginError
+
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[burla]\nbroken = module_that_is_not_there\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.path_importer_cache.clear()
+    with pytest.raises(PluginError, match="module_that_is_not_there") as caught:
+        plugins.load_registry()
+    assert "reinstall" in str(caught.value)

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 
 from ..pool import CANCEL_GRACE_SECONDS
+from ..serialization import as_one_pickle
 from ..stdio_pool import StdioWorkerPool
 from ..types import ERROR, LOGS, NOTICE, RESULTS
 
@@ -88,7 +89,7 @@ def _entries(event: list, unsettled: set[int]) -> list[list]:
     if kind == RESULTS:
         for input_index, _ in data:
             unsettled.discard(input_index)
-        return [["r", input_index, bytes(payload)] for input_index, payload in data]
+        return [["r", input_index, as_one_pickle(payload)] for input_index, payload in data]
     if kind == LOGS:
         return [["l", input_index, stream, text] for input_index, stream, text in data]
     if kind == ERROR:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..interfaces import NodeSession
+from ..serialization import as_one_pickle
 from ..types import ERROR, LOGS, NODE_LOST, NOTICE, RESULTS, WORKER_DIED, ErrorInfo, EventSink, InputBatch
 
 log = logging.getLogger("burla.engine")
@@ -98,7 +99,8 @@ class EngineSession(NodeSession):
         with self._lock:
             if self.canceled or self.closed or self.lost:
                 return
-            self._waiting.append(list(batch.items))
+            # One self-contained pickle per input: the engine ships it with its own serializer.
+            self._waiting.append([(index, as_one_pickle(payload)) for index, payload in batch.items])
         self._pump()
 
     def _pump(self) -> None:

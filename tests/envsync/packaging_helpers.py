@@ -30,7 +30,8 @@ from pathlib import Path
 from burla_core.node.testing import AgentProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OWN_PACKAGES = ("burla", "burla_core", "burla_backend_local", "burla_backend_nodes", "burla_cli")
+# Every package of this checkout (the burla entry points name modules of all of them).
+OWN_PACKAGES = tuple(sorted(path.name for path in REPO_ROOT.glob("burla*") if (path / "__init__.py").exists()))
 
 
 def _normalize(name: str) -> str:
