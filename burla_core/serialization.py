@@ -307,6 +307,10 @@ def _exception_from_state(cls: type, args: tuple, state: dict) -> BaseException:
         error = cls.__new__(cls, *args)
     except Exception:
         error = cls.__new__(cls)
+    try:
+        cls.__init__(error, *args)  # where its args fit its __init__: what it sets (SystemExit.code)
+    except Exception:
+        pass
     error.args = args
     error.__dict__.update(state)
     return error
