@@ -1,0 +1,207 @@
+"""The cluster's shared names: its Firestore schema, its secrets, its node statuses and how user
+tokens are stored. The one owner of these facts: the cluster service, the VMs, `burla install`,
+`burla login` and the dashboard all read them from here.
+
+Firestore (database `burla` of the user's project):
+
+    cluster/config                  the cluster's config (ClusterConfig's fields)
+    nodes/{node_id}                 one per VM (node_id = the instance name); NODE_* fields
+    nodes/{node_id}/logs/{auto}     what the VM's startup path said (boot progress, why it failed)
+    jobs/{job_id}                   one per job; JOB_* fields; counters updated with Increment
+    jobs/{job_id}/logs/{seq}        detached jobs: their output, many lines per document
+    jobs/{job_id}/results/{seq}     detached jobs: where each results chunk is in the bucket
+    user_tokens/{sha256 of token}   a user's burla token, stored hashed, with its expiry
+    users/{email}                   who may use the cluster (role "user" or "admin")
+    caller_addresses/{address}      addresses callers logged in / started jobs from (firewall)
+
+No document is written more than about once a second (Firestore's limit per document): node
+heartbeats are seconds apart, job counters are flushed at most once a second, logs go to new
+documents.
+
+Importing this module loads nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+DATABASE = "burla"
+
+# --- collections -----------------------------------------------------------------------------
+CONFIG_COLLECTION = "cluster"
+CONFIG_DOCUMENT = "config"
+NODES = "nodes"
+NODE_LOGS = "logs"  # subcollection of a node
+JOBS = "jobs"
+JOB_LOGS = "logs"  # subcollection of a job
+JOB_RESULTS = "results"  # subcollection of a job
+USER_TOKENS = "user_tokens"
+USERS = "users"
+CALLER_ADDRESSES = "caller_addresses"
+
+# --- secrets (Secret Manager, in the user's project) ------------------------------------------
+NODE_TOKEN_SECRET = "burla-node-token"  # the bearer token every node agent checks
+CA_CERT_SECRET = "burla-cluster-ca-cert"  # PEM of the cluster CA: nodes' TLS certificates chain to it
+CA_KEY_SECRET = "burla-cluster-ca-key"  # its private key: nodes sign their own certificate with it
+CLUSTER_SECRET = "burla-cluster-token"  # whoever may read it is an administrator of the cluster
+
+# --- other resources install creates ----------------------------------------------------------
+SERVICE_NAME = "burla-cluster"  # the Cloud Run service
+SERVICE_ACCOUNT_ID = "burla-cluster"  # the service's identity: creates and deletes VMs
+NODE_SERVICE_ACCOUNT_ID = "burla-node"  # the VMs' identity: reads the node secrets, writes its node document
+NODE_TAG = "burla-cluster-node"  # network tag of every node VM; the firewall rule targets it
+FIREWALL_RULE = "burla-cluster-node"  # admits the node port from the caller addresses only
+NODE_LABEL = "burla-cluster"  # label key on every VM the cluster made (value: "node")
+
+
+# Roles of the cluster's two service accounts: only what each needs, never the installer's.
+# Project-level roles; the secrets are granted one by one (never the cluster secret, whose
+# readers are the cluster's administrators).
+SERVICE_ROLES = ("roles/compute.instanceAdmin.v1", "roles/compute.securityAdmin", "roles/datastore.user",
+                 "roles/storage.objectAdmin")
+SERVICE_SECRETS = (NODE_TOKEN_SECRET, CA_CERT_SECRET)  # roles/secretmanager.secretAccessor on each
+NODE_ROLES = ("roles/compute.instanceAdmin.v1", "roles/datastore.user", "roles/storage.objectAdmin",
+              "roles/logging.logWriter")  # instanceAdmin: a node deletes its own VM when idle
+NODE_SECRETS = (NODE_TOKEN_SECRET, CA_CERT_SECRET, CA_KEY_SECRET)
+# The service attaches the node account to the VMs it makes: roles/iam.serviceAccountUser on it.
+
+
+def bucket_name(project: str) -> str:
+    """The cluster's Cloud Storage bucket (detached jobs' inputs and results)."""
+    return f"{project}-burla-cluster"
+
+
+# --- node documents --------------------------------------------------------------------------
+BOOTING, READY, RUNNING, FAILED, DELETED = "BOOTING", "READY", "RUNNING", "FAILED", "DELETED"
+NODE_STATUSES = (BOOTING, READY, RUNNING, FAILED, DELETED)
+LIVE_STATUSES = frozenset({BOOTING, READY, RUNNING})  # a VM exists (or is being made) for it
+SERVING_STATUSES = frozenset({READY, RUNNING})  # its agent answers: callers may use it
+
+# Fields of nodes/{node_id}. Times are seconds since the epoch (float), written by whoever
+# changes the status; `heartbeat_at` is refreshed by the VM every ClusterConfig.heartbeat_s.
+NODE_FIELDS = (
+    "node_id",  # = the instance name
+    "status",  # one of NODE_STATUSES
+    "status_reason",  # why it is FAILED or DELETED ("idle for 600 s", "preempted", the agent's error)
+    "boot_progress",  # what a BOOTING node is doing ("installing the node agent")
+    "zone", "machine_type", "spot",
+    "image",  # the container image its agent runs in ("python:3.11")
+    "boot_image",  # the VM's boot disk image
+    "cpus", "ram_gb",  # what its agent offers
+    "gpus",  # [{"index", "name", "family", "memory_gb"}] as its agent detected them
+    "address",  # https://IP:PORT of its agent, once it serves
+    "python", "burla",  # the agent's Python and burla versions
+    "grown_for",  # the job that booted it (grow=True), or None for the cluster's own nodes
+    "idle_timeout_s",  # it deletes its VM after this long with no job
+    "created_at", "ready_at", "heartbeat_at", "ended_at",
+    "runner_jobs",  # detached jobs whose runner this node hosts
+)
+
+# --- job documents ---------------------------------------------------------------------------
+# The same words as the local job store (burla_core.jobstore), so `burla jobs` reads both alike.
+JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELED = "queued", "running", "done", "failed", "canceled"
+JOB_FINISHED = frozenset({JOB_DONE, JOB_FAILED, JOB_CANCELED})
+
+JOB_FIELDS = (
+    "job_id", "status", "user", "function_name", "detach", "grow",
+    "func_cpu", "func_ram", "func_gpu", "image", "region", "disk_gb", "max_parallelism",
+    "total", "done", "failed", "running",  # inputs; done/failed are Increment counters
+    "created_at", "started_at", "ended_at",
+    "last_seen_at",  # the caller's last request about it (a caller that stops asking has gone)
+    "caller_address",
+    "error",  # {"type_name", "message", "traceback", ...}: why a detached job failed
+    "error_index",  # the input whose error ended it
+    "cancel_requested",
+    "runner_node", "runner_heartbeat_at",  # detached jobs: where their runner runs
+    "python_path", "cwd",  # detached jobs: the caller's, for results whose types are the caller's
+)
+
+# --- user tokens -----------------------------------------------------------------------------
+TOKEN_PREFIX = "burla_"
+USER_TOKEN_SECONDS = 30 * 24 * 3600.0  # a token from `burla login` lasts 30 days
+TOKEN_KIND_USER = "user"  # from `burla login` or an administrator
+TOKEN_KIND_RUNNER = "runner"  # held by the runner of one detached job, revoked when it ends
+
+
+def new_token() -> str:
+    """A fresh user token: the caller keeps it, the cluster keeps only its hash."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    """The id of a token's document in `user_tokens`: the hex SHA-256 of the whole token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class UserToken:
+    """user_tokens/{token_hash}: one token, never its plain text."""
+
+    email: str
+    expires_at: float
+    created_at: float = field(default_factory=time.time)
+    kind: str = TOKEN_KIND_USER
+    revoked: bool = False
+    job_id: str | None = None  # runner tokens: the job they serve
+    label: str = ""  # which machine asked for it ("alice@laptop"), for the dashboard
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any]) -> "UserToken":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def valid(self, now: float | None = None) -> bool:
+        return not self.revoked and (now if now is not None else time.time()) < self.expires_at
+
+
+# --- users -----------------------------------------------------------------------------------
+ROLE_USER, ROLE_ADMIN = "user", "admin"
+USER_FIELDS = ("email", "role", "added_at", "added_by")
+
+# --- the config document ---------------------------------------------------------------------
+DEFAULT_BOOT_IMAGE = "projects/debian-cloud/global/images/family/debian-12"
+# A Deep Learning VM image family with NVIDIA drivers (GCP.md; check it with
+# `gcloud compute images describe-from-family` before relying on it).
+DEFAULT_GPU_BOOT_IMAGE = "projects/ml-images/global/images/family/common-cu124-debian-11-py310"
+
+
+@dataclass
+class ClusterConfig:
+    """cluster/config: what the cluster's nodes are made of and how long they live. `burla
+    install` writes it; the dashboard's settings change it; the service reads it per request."""
+
+    machine_type: str = "n2-standard-4"
+    container_image: str | None = None  # None: python:X.Y of the caller
+    boot_image: str = DEFAULT_BOOT_IMAGE
+    gpu_boot_image: str = DEFAULT_GPU_BOOT_IMAGE
+    region: str = "us-central1"
+    zones: list[str] = field(default_factory=list)  # [] = every zone of the region
+    quantity: int = 0  # nodes the cluster keeps booted when started from the dashboard
+    idle_timeout_s: float = 600.0  # a node of the cluster deletes its VM after this long idle
+    grow_idle_timeout_s: float = 60.0  # ... and a node booted by grow=True after this long
+    cpu_quota: int = 64  # the most vCPUs all the cluster's VMs may have at once
+    disk_gb: int = 50
+    spot: bool = False
+    node_port: int = 8701  # 0: any free port (only for the stand-in, where every VM is 127.0.0.1)
+    node_package: str = ""  # what the VM pip-installs; "" = burla-open[gcp-node]==<the service's version>
+    extra_source_ranges: list[str] = field(default_factory=list)  # admitted besides the callers' addresses
+    heartbeat_s: float = 10.0  # how often a node refreshes heartbeat_at
+    boot_timeout_s: float = 600.0  # a VM that is not READY after this long is FAILED and deleted
+    job_lease_s: float = 30.0  # a node cancels a job whose caller is silent this long
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any] | None) -> "ClusterConfig":
+        """The config from its document; unknown keys (a newer dashboard's) are ignored and
+        missing ones take the defaults, so an older document still works."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in (data or {}).items() if key in known})

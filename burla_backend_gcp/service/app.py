@@ -1,0 +1,73 @@
+"""The cluster service's web application: `make_app(settings)` builds it, with every route of the
+API; other modules extend it (`app.router.add_routes(...)`, `app[AUTHENTICATORS].append(...)`).
+
+    caller (burla token) ──► auth middleware (auth.py) ──► /v1/... handlers (api.py, detached.py)
+                                                              │ ClusterStore (Firestore)
+                                                              │ NodeRegistry (watches nodes)
+                                                              └ Grower (creates / deletes VMs)
+
+What the app holds for its handlers, by key: SETTINGS, STORE, REGISTRY, GROWER. They are made
+when the app starts (on_startup), so building the app touches no Google API.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .auth import AUTHENTICATORS, GoogleAdminCheck, authenticate, google_admin_authenticator, public, user_token_authenticator
+from .settings import ServiceSettings
+
+SETTINGS = web.AppKey("settings", ServiceSettings)
+STORE = web.AppKey("store", object)  # store.ClusterStore
+REGISTRY = web.AppKey("registry", object)  # registry.NodeRegistry
+GROWER = web.AppKey("grower", object)  # grow.Grower
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's limit on an HTTP/1 request
+
+
+@public
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def store_of(request: web.Request):
+    return request.app[STORE]
+
+
+async def _start(app: web.Application) -> None:
+    from .grow import Grower
+    from .registry import NodeRegistry
+    from .store import ClusterStore
+
+    settings = app[SETTINGS]
+    if STORE not in app:
+        app[STORE] = ClusterStore(settings.project, settings.database)
+    if GROWER not in app:
+        app[GROWER] = Grower(settings, app[STORE])
+    app[REGISTRY] = NodeRegistry(app[STORE], app[GROWER], poll_s=settings.node_poll_s)
+    await app[REGISTRY].start()
+
+
+async def _stop(app: web.Application) -> None:
+    if REGISTRY in app:
+        await app[REGISTRY].stop()
+    if GROWER in app:
+        app[GROWER].close()
+
+
+def make_app(settings: ServiceSettings) -> web.Application:
+    """The cluster service for `settings`, with the whole API (api.py, detached.py)."""
+    from . import api, detached
+
+    app = web.Application(middlewares=[authenticate], client_max_size=MAX_REQUEST_BYTES)
+    app[SETTINGS] = settings
+    app[AUTHENTICATORS] = [
+        user_token_authenticator(store_of),
+        google_admin_authenticator(GoogleAdminCheck(settings.project)),
+    ]
+    app.router.add_get("/healthz", healthz)
+    app.router.add_routes(api.routes)
+    app.router.add_routes(detached.routes)
+    app.on_startup.append(_start)
+    app.on_cleanup.append(_stop)
+    return app
