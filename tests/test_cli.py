@@ -73,6 +73,7 @@ def make_job(
 COMMANDS = [
     ([], "run any Python function over a list of inputs"),
     (["install"], "Google Cloud project"),
+    (["uninstall"], "Nothing billable"),
     (["login"], "Authorize this machine"),
     (["jobs"], "detach=True"),
     (["jobs", "list"], "newest first"),
