@@ -205,3 +205,58 @@ class ClusterConfig:
         missing ones take the defaults, so an older document still works."""
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in (data or {}).items() if key in known})
+
+
+# --- sign-in and login: the dashboard's sessions, `burla dashboard` and `burla login` ----------
+# One-time values (sign-in codes, login states and codes) are kept only as SHA-256 hashes, like
+# tokens; spending one creates used_codes/{hash}, which fails on a replay (Firestore `create`).
+SESSIONS = "sessions"  # sessions/{sha256 of the cookie}: a browser's dashboard session (Session)
+SIGNIN_CODES = "signin_codes"  # sign-in links from `burla dashboard` and admins' invitations
+LOGIN_REQUESTS = "login_requests"  # {sha256 of a `burla login` state}: answered once, then refused
+LOGIN_CODES = "login_codes"  # what `burla login` exchanges (with its verifier) for a user token
+USED_CODES = "used_codes"  # one-time values already spent
+SESSION_SECONDS = 12 * 3600.0  # a dashboard session (the cookie's Max-Age)
+SIGNIN_CODE_SECONDS = 120.0  # a sign-in link from `burla dashboard`
+INVITE_SECONDS = 7 * 24 * 3600.0  # a sign-in link an admin sends a new user
+LOGIN_CODE_SECONDS = 300.0  # from "Authorize" to `burla login` exchanging its code
+TOKEN_REFRESH_SECONDS = 7 * 24 * 3600.0  # a caller refreshes its token when it has less than this left
+
+
+@dataclass
+class Session:
+    """sessions/{token_hash(cookie)}: who a browser is signed in as. `csrf` must come back with
+    every state-changing request the dashboard makes (header X-Burla-CSRF, or a form field)."""
+
+    email: str
+    admin: bool
+    csrf: str
+    expires_at: float
+    created_at: float = field(default_factory=time.time)
+
+    def to_document(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_document(cls, data: dict[str, Any]) -> "Session":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def valid(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) < self.expires_at
+
+
+# --- what the dashboard shows of a job's inputs ------------------------------------------------
+# The caller reports its inputs as they end (service/reports.py): jobs/{job_id}/inputs/{chunk},
+# chunk = input_index // INPUTS_PER_CHUNK, {"inputs": {"<index>": {"status", "node", "started_at",
+# "ended_at", "output"}}}, so a page of inputs is one document read, and a job of 100,000 inputs
+# is 200 documents, each written about once a second at most. jobs/{job_id}/inputs/progress holds
+# the completed-over-time samples [[t, done, failed], ...].
+JOB_INPUTS = "inputs"
+INPUTS_PER_CHUNK = 500
+PROGRESS_DOCUMENT = "progress"
+INPUT_OUTPUT_CHARS = 4000  # what the dashboard keeps of an input's output (stdout and stderr)
+INPUT_DONE, INPUT_FAILED = "done", "failed"
+
+# Fields a node's heartbeat adds for the dashboard: its machine's use, and when it became idle.
+NODE_USAGE_FIELDS = ("cpu_percent", "memory_percent", "usage", "idle_since")  # usage: [[t, cpu, mem], ...]
+NODE_USAGE_SAMPLES = 60
