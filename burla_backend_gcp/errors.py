@@ -72,3 +72,12 @@ class InstallPermissionsMissing(InstallError):
         self.missing = list(missing)
         self.uninstall = uninstall
         super().__init__(message or f"missing permissions on project {project}: {', '.join(missing)}")
+
+
+class ClusterUnreachable(BurlaError):
+    """The cluster service could not be reached (after retries); the message names its URL."""
+
+
+class LoginError(BurlaError):
+    """`burla login` or `burla dashboard` could not finish; the message says what to do (sign in to
+    the dashboard first, ask an admin, run it again)."""

@@ -1,13 +1,14 @@
-"""`burla install` and `burla uninstall`: a cluster in your own Google Cloud project. Thin: the
-work is burla_backend_gcp.install; this module parses options and prints."""
+"""`burla install`, `burla uninstall`, `burla dashboard` and `burla login`: a cluster in your own
+Google Cloud project, and this computer's way in. Thin: the work is burla_backend_gcp.install
+and burla_backend_gcp.login; this module parses options and prints."""
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 
 import click
 
+from .params import FiniteFloat
 
 GCP_EXTRA_MISSING = ("`burla {name}` needs the Google Cloud client libraries: pip install 'burla-open[gcp]' "
                      "({error})")
@@ -130,46 +131,50 @@ def uninstall(project: str | None, region: str | None, yes: bool) -> None:
     click.echo(f"Burla is uninstalled from {ctx.project}.")
 
 
-# `burla login` arrives with burla_backend_gcp.login; until then it says the backend lacks it.
-NOT_INSTALLED = (
-    "`burla {name}` belongs to the gcp backend (burla_backend_gcp), which is not installed yet. "
-    "{what} Until it is available, remote_parallel_map runs on this machine with the \"local\" "
-    "backend, which needs no account and no setup."
-)
+@click.command()
+@click.option("--cluster-url", metavar="URL", help="The cluster's address (default: your credentials file's, "
+                                                   "else the Cloud Run service of gcloud's project).")
+@click.option("--no-browser", is_flag=True, help="Print the sign-in link instead of opening a browser.")
+def dashboard(cluster_url: str | None, no_browser: bool) -> None:
+    """Sign in to your cluster's dashboard in the browser.
 
+    Proves you may: your Google credentials can read the cluster secret (project owners and
+    admins), or this computer holds a burla token from `burla login`. Then opens a one-time
+    sign-in link (valid for 2 minutes) that gives the browser a session.
 
-def _run_gcp_command(name: str, what: str) -> None:
-    try:
-        module = importlib.import_module("burla_backend_gcp.cli")
-    except ModuleNotFoundError as error:
-        if error.name and error.name.split(".")[0] == "burla_backend_gcp":
-            raise click.ClickException(NOT_INSTALLED.format(name=name, what=what)) from None
-        raise
-    command = getattr(module, name, None)
-    if not callable(command):
-        raise click.ClickException(NOT_INSTALLED.format(name=name, what=what))
-    command()
+    \b
+    Examples:
+      burla dashboard
+      burla dashboard --no-browser      # print the link, e.g. over SSH
+    """
+    login_module = _gcp_module("login", "dashboard")
+    login_module.open_dashboard(cluster_url=cluster_url, open_browser=not no_browser, echo=click.echo)
 
 
 @click.command()
-def login() -> None:
+@click.option("--cluster-url", metavar="URL", help="The cluster's address (default: your credentials file's, "
+                                                   "else the Cloud Run service of gcloud's project).")
+@click.option("--no-browser", is_flag=True,
+              help="No browser on this machine (SSH, notebooks): print a link to open anywhere and read the "
+                   "code it shows.")
+@click.option("--timeout", type=FiniteFloat(min=1), default=300.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for you to press Authorize.")
+def login(cluster_url: str | None, no_browser: bool, timeout: float) -> None:
     """Connect this computer to your Burla cluster and authorize it to run jobs there.
 
-    Opens the "Authorize this machine" page of the dashboard you last logged into, in your
-    default browser. Pressing "Authorize" creates a token for this computer and sends it
-    here; it is saved in burla_credentials.json in this system's user data directory, and
-    remote_parallel_map then runs on that cluster. With no dashboard session in the browser,
-    login fails and asks you to log into the dashboard first. Run it again (or let the token
-    age past its lifetime) to refresh the token.
+    Opens the dashboard's "Authorize this machine" page in your browser. Pressing "Authorize"
+    creates a token for this computer and hands it to this command, which saves it in
+    burla_credentials.json (readable by you only) in this system's user data directory and
+    makes "gcp" your default backend: remote_parallel_map then runs on the cluster. Without a
+    dashboard session in the browser, the page (and this command) say to run `burla
+    dashboard` first. Run it again to refresh the token; it also refreshes itself before it
+    expires.
 
     \b
-    Example:
+    Examples:
       burla login
-
-    Needs the gcp backend (burla_backend_gcp), which is not installed yet.
+      burla login --no-browser          # over SSH or in a notebook: paste the code it shows
     """
-    _run_gcp_command(
-        "login",
-        "Once installed, `burla login` opens your cluster dashboard's \"Authorize this machine\" page and "
-        "saves the token it sends in burla_credentials.json in your user data directory.",
-    )
+    login_module = _gcp_module("login", "login")
+    login_module.login(cluster_url=cluster_url, open_browser=not no_browser, timeout_s=timeout, echo=click.echo,
+                       prompt=lambda text: click.prompt(text, hide_input=False))

@@ -7,7 +7,7 @@ import click
 
 from burla_core import __version__
 
-from .cluster import install, login, uninstall
+from .cluster import dashboard, install, login, uninstall
 from .gcp_commands import gcp
 from .jobs import jobs
 from .node_commands import node
@@ -46,6 +46,7 @@ def cli() -> None:
 
 cli.add_command(install)
 cli.add_command(uninstall)
+cli.add_command(dashboard)
 cli.add_command(login)
 cli.add_command(jobs)
 cli.add_command(node)

@@ -56,8 +56,9 @@ async def _stop(app: web.Application) -> None:
 
 
 def make_app(settings: ServiceSettings) -> web.Application:
-    """The cluster service for `settings`, with the whole API (api.py, detached.py)."""
-    from . import api, detached
+    """The cluster service for `settings`, with the whole API (api.py, detached.py), sign-in and
+    login (login.py)."""
+    from . import api, detached, login
 
     app = web.Application(middlewares=[authenticate], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
@@ -70,4 +71,5 @@ def make_app(settings: ServiceSettings) -> web.Application:
     app.router.add_routes(detached.routes)
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
+    login.setup(app)
     return app
