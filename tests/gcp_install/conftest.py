@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,34 @@ def screenshots():
     folder = ARTIFACTS / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@dataclass
+class Installed:
+    """A project with burla installed: the stand-in, the cluster's URL, and its Firestore."""
+
+    standin: StandIn
+    url: str
+
+    def firestore(self):
+        from burla_backend_gcp import clients, schema
+
+        return clients.firestore(self.standin.project_id, schema.DATABASE, endpoint=self.standin.url)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """`burla install` done once for a test module (in this process, as the project's owner)."""
+    from burla_backend_gcp.install import install, make_context
+
+    require_emulator()
+    patch = pytest.MonkeyPatch()
+    with StandIn(firestore=True, run_images={SERVICE_IMAGE: ["python"]}, stop_grace_s=1.0,
+                 root=tmp_path_factory.mktemp("standin")) as standin:
+        patch.setenv("FIRESTORE_EMULATOR_HOST", standin.firestore_emulator.host)
+        try:
+            ctx = make_context(project=standin.project_id, endpoint=standin.url, credentials=standin.credentials(),
+                               account="owner@example.com", echo=lambda line: None)
+            yield Installed(standin, install(ctx).cluster_url)
+        finally:
+            patch.undo()
