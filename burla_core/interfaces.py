@@ -52,6 +52,12 @@ class Provisioner(ABC):
     def release_idle(self) -> None:
         """Let idle nodes go (called after every job); the default keeps them."""
 
+    def stop_requested(self, job: JobSpec) -> str | None:
+        """Asked between the job's events (about ten times a second: answer from memory). A reason,
+        such as "stopped from the dashboard", cancels the job as Ctrl-C would, and the caller's
+        JobCanceled names it. The default never stops a job."""
+        return None
+
 
 class NodeSession(ABC):
     """One job on one node. Methods never block for long: results come back as events.
