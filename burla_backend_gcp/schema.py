@@ -250,7 +250,7 @@ class Session:
 # chunk = input_index // INPUTS_PER_CHUNK, {"inputs": {"<index>": {"status", "node", "started_at",
 # "ended_at", "output"}}}, so a page of inputs is one document read, and a job of 100,000 inputs
 # is 200 documents, each written about once a second at most. jobs/{job_id}/inputs/progress holds
-# the completed-over-time samples [[t, done, failed], ...].
+# the completed-over-time samples [{"t", "done", "failed"}, ...] (Firestore has no nested arrays).
 JOB_INPUTS = "inputs"
 INPUTS_PER_CHUNK = 500
 PROGRESS_DOCUMENT = "progress"
@@ -258,5 +258,5 @@ INPUT_OUTPUT_CHARS = 4000  # what the dashboard keeps of an input's output (stdo
 INPUT_DONE, INPUT_FAILED = "done", "failed"
 
 # Fields a node's heartbeat adds for the dashboard: its machine's use, and when it became idle.
-NODE_USAGE_FIELDS = ("cpu_percent", "memory_percent", "usage", "idle_since")  # usage: [[t, cpu, mem], ...]
+NODE_USAGE_FIELDS = ("cpu_percent", "memory_percent", "usage", "idle_since")  # usage: [{"t", "cpu", "memory"}]
 NODE_USAGE_SAMPLES = 60

@@ -57,8 +57,8 @@ async def _stop(app: web.Application) -> None:
 
 def make_app(settings: ServiceSettings) -> web.Application:
     """The cluster service for `settings`, with the whole API (api.py, detached.py), sign-in and
-    login (login.py)."""
-    from . import api, detached, login
+    login (login.py) and the dashboard (dashboard.py)."""
+    from . import api, dashboard, detached, login
 
     app = web.Application(middlewares=[authenticate], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
@@ -72,4 +72,5 @@ def make_app(settings: ServiceSettings) -> web.Application:
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     login.setup(app)
+    dashboard.setup(app)
     return app

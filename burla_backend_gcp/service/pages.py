@@ -44,7 +44,7 @@ def page(title: str, body: str, *, session: schema.Session | None = None, active
                   f'<button type="submit" class="link">Sign out</button></form></header>')
     csrf = f'<meta name="burla-csrf" content="{esc(session.csrf)}">' if session is not None else ""
     text = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · Burla</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">{csrf}'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">{csrf}<link rel="icon" href="data:,">'
             f'<link rel="stylesheet" href="/static/dashboard.css"></head>'
             f'<body{attributes}>{header}<main>{body}</main>'
             f'<script src="/static/charts.js"></script><script src="/static/dashboard.js"></script></body></html>')

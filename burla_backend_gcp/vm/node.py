@@ -239,7 +239,10 @@ class Supervisor:
         return 0
 
     def heartbeat(self, url: str) -> None:
+        from .usage import UsageSampler
+
         a = self.attributes
+        usage = UsageSampler()
         idle_since = time.monotonic()
         failures = 0
         status = schema.READY
@@ -265,7 +268,9 @@ class Supervisor:
             status = schema.RUNNING if jobs else schema.READY
             if self.stopping.is_set():
                 return
-            self.write(status=status, heartbeat_at=time.time())
+            # The dashboard's view of the node: its machine's use, and since when it is idle.
+            self.write(status=status, heartbeat_at=time.time(), **usage.sample(),
+                       idle_since=None if jobs else time.time() - (now - idle_since))
 
     def watch_preemption(self) -> None:
         while not self.stopping.is_set():
