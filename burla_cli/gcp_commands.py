@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import shlex
 import signal
+import sys
 import threading
 
 import click
@@ -45,8 +46,9 @@ def simulate(port: int, project: str, boot_delay: float, run_images: tuple[str, 
     """Run Google Cloud's APIs on 127.0.0.1, with no Google account, until Ctrl-C.
 
     Prints the environment variables that point the gcp backend and the Google client libraries at
-    it (as the project's owner). VMs become local processes running their startup scripts; Cloud
-    Run services become local processes. See docs/gcp-standin.md.
+    it (as the project's owner), and gcloud's project as the simulated one, so that `burla
+    install` installs there. VMs become local processes running their startup scripts; Cloud Run
+    services become local processes. See docs/gcp-standin.md.
 
     \b
     Examples:
@@ -60,7 +62,11 @@ def simulate(port: int, project: str, boot_delay: float, run_images: tuple[str, 
         from burla_backend_gcp.standin.firestore import EmulatorNotFound
     except ImportError as exc:
         raise click.ClickException(f"the stand-in needs the gcp extras: pip install 'burla-open[gcp-standin]' ({exc})")
-    table: dict[str, list[str]] = {}
+    # `burla install` deploys the cluster service on this image (its command is the service's own
+    # bootstrap), so the stand-in plays it with this Python unless told otherwise.
+    from burla_backend_gcp.install.service import SERVICE_IMAGE
+
+    table: dict[str, list[str]] = {SERVICE_IMAGE: ["python"]}
     for item in run_images:
         image, sep, command = item.partition("=")
         if not sep or not image or not command.strip():
@@ -77,8 +83,9 @@ def simulate(port: int, project: str, boot_delay: float, run_images: tuple[str, 
         signal.signal(sig, lambda *_: stop.set())
     try:
         env = standin.environment()
-        shown = ["BURLA_GCP_STANDIN", "GOOGLE_CLOUD_PROJECT", "GCE_METADATA_HOST", "GCE_METADATA_IP",
-                 "BURLA_METADATA_URL", "FIRESTORE_EMULATOR_HOST"]
+        env["CLOUDSDK_CORE_PROJECT"] = project  # gcloud's current project, which `burla install` uses
+        shown = ["BURLA_GCP_STANDIN", "GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "GCE_METADATA_HOST",
+                 "GCE_METADATA_IP", "BURLA_METADATA_URL", "FIRESTORE_EMULATOR_HOST"]
         click.echo(f"# GCP stand-in for project {project!r} on {standin.url} (files in {standin.root}).")
         click.echo("# Export these to use it (credentials are the project owner's, through a metadata server):")
         for key in shown:
@@ -86,6 +93,7 @@ def simulate(port: int, project: str, boot_delay: float, run_images: tuple[str, 
                 click.echo(f"export {key}={shlex.quote(env[key])}")
         click.echo("unset NO_GCE_CHECK GOOGLE_APPLICATION_CREDENTIALS  # google.auth must ask the metadata server")
         click.echo("# Ctrl-C stops it and everything it started.", err=True)
+        sys.stdout.flush()  # the lines are for another shell: a pipe or file must get them now
         while not stop.wait(0.5):
             pass
     finally:
