@@ -66,7 +66,8 @@ def install(project: str | None, region: str | None, dry_run: bool, allow_from: 
       - the cluster service (API and dashboard) on Cloud Run.
 
     Running it again changes nothing, or updates the service to this version of burla; an
-    interrupted run can be run again. It costs nothing while no node runs (see docs/install.md).
+    interrupted run can be run again. While no node runs it costs a few cents a month (see
+    docs/install.md).
 
     Prerequisites: gcloud installed, `gcloud auth application-default login`, and one of: the
     Owner role; the predefined roles install lists when one is missing; or a custom role made

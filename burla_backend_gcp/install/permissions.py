@@ -34,7 +34,7 @@ INSTALL_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "secrets": ("secretmanager.secrets.create", "secretmanager.secrets.get", "secretmanager.secrets.getIamPolicy",
                 "secretmanager.secrets.setIamPolicy", "secretmanager.versions.add", "secretmanager.versions.list"),
     "Firestore": ("datastore.databases.create", "datastore.databases.get", "datastore.entities.create",
-                  "datastore.entities.get"),
+                  "datastore.entities.get", "datastore.entities.update"),
     "Cloud Run": ("run.services.create", "run.services.get", "run.services.update", "run.services.getIamPolicy",
                   "run.services.setIamPolicy", "run.operations.get"),
 }
