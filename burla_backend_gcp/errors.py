@@ -50,3 +50,7 @@ class GcpCredentialsMissing(BurlaError):
 
 class GcpStandinMisconfigured(BurlaError):
     """The stand-in was asked for (BURLA_GCP_STANDIN) but a piece it needs is not set."""
+
+
+class ClusterUnreachable(BurlaError):
+    """The cluster service could not be reached (after retries); the message names its URL."""
