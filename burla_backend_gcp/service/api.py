@@ -26,7 +26,7 @@ from burla_core import __version__
 
 from .. import schema
 from ..fit import Call, slots_for, why_none_fit
-from .app import GROWER, REGISTRY, SETTINGS, STORE
+from .app import GROWER, JOBS, REGISTRY, SETTINGS, STORE
 from .auth import caller_of, require_admin
 from .firewall import admit_caller
 from .responses import ApiFailure, bad_request, json_body, not_found
@@ -57,7 +57,7 @@ def _call_of(body: dict) -> Call:
 async def _job_of(request: web.Request) -> dict:
     """The job the path names, if the caller may see it (its owner, its runner, an admin)."""
     job_id = request.match_info["job_id"]
-    job = await asyncio.to_thread(request.app[STORE].job, job_id)
+    job = await request.app[JOBS].get(job_id)
     caller = caller_of(request)
     if job is None or not (caller.admin or job.get("user") == caller.email or caller.job_id == job_id):
         raise not_found(f"no job {job_id} on this cluster")
@@ -83,15 +83,17 @@ async def start_job(request: web.Request) -> web.Response:
     if caller.kind == schema.TOKEN_KIND_RUNNER and job_id != caller.job_id:
         raise ApiFailure(403, "wrong_job", "a detached job's runner may only run its own job")
     registry = app[REGISTRY]
-    await registry.refresh()
+    await registry.recent()
     serving = registry.serving()
     fitting = [(node, slots_for(node, call)) for node in serving]
     fitting = [(node, slots) for node, slots in fitting if slots > 0]
     if not fitting and not call.resources.grow:
         code = "no_compatible_nodes" if serving else "no_nodes"
         raise ApiFailure(409, code, why_none_fit(call, serving), images=sorted({str(n.get("image")) for n in serving}))
-    store = app[STORE]
-    existing = await asyncio.to_thread(store.job, job_id)
+    jobs = app[JOBS]
+    # A detached job's runner joins its job's record; anyone else names a new job (a retried
+    # request names the same one again).
+    existing = await jobs.get(job_id) if caller.kind == schema.TOKEN_KIND_RUNNER else jobs.known(job_id)
     now = time.time()
     address = admit_caller(request, caller.email)
     record = {
@@ -104,7 +106,7 @@ async def start_job(request: web.Request) -> web.Response:
         record.update({"created_at": now, "started_at": now, "detach": False, "done": 0, "failed": 0, "running": 0})
     elif existing.get("user") != caller.email and not caller.admin and caller.job_id != job_id:
         raise ApiFailure(409, "job_exists", f"job {job_id} exists and is not yours")
-    await asyncio.to_thread(store.update_job, job_id, record)
+    jobs.update(job_id, record)
     access = await asyncio.to_thread(node_access, app)
     return web.json_response({
         "job_id": job_id,
@@ -131,7 +133,7 @@ async def job_started(request: web.Request) -> web.Response:
         values["grow_failures"] = answer["failures"]
         app[REGISTRY].nudge()
     values["grow_requested"] = True
-    await asyncio.to_thread(app[STORE].update_job, job["job_id"], values)
+    app[JOBS].update(job["job_id"], values)
     return web.json_response(answer)
 
 
@@ -168,9 +170,7 @@ async def watch_job(request: web.Request) -> web.Response:
         raise bad_request("version must be an int and timeout a number of seconds") from None
     registry = request.app[REGISTRY]
     current = await registry.wait_for_change(version, timeout)
-    store = request.app[STORE]
-    job = await asyncio.to_thread(store.job, job["job_id"]) or job
-    await asyncio.to_thread(store.update_job, job["job_id"], {"last_seen_at": time.time()})
+    job = request.app[JOBS].update(job["job_id"], {"last_seen_at": time.time()})
     return web.json_response(job_view(job, registry.nodes, current))
 
 
@@ -186,7 +186,7 @@ async def end_job(request: web.Request) -> web.Response:
         if type(body.get(key)) is int:
             values[key] = body[key]
     if not job.get("detach"):
-        await asyncio.to_thread(request.app[STORE].update_job, job["job_id"], values)
+        request.app[JOBS].update(job["job_id"], values)
     return web.json_response({"ok": True})
 
 

@@ -21,6 +21,7 @@ SETTINGS = web.AppKey("settings", ServiceSettings)
 STORE = web.AppKey("store", object)  # store.ClusterStore
 REGISTRY = web.AppKey("registry", object)  # registry.NodeRegistry
 GROWER = web.AppKey("grower", object)  # grow.Grower
+JOBS = web.AppKey("jobs", object)  # jobs.JobBook
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's limit on an HTTP/1 request
 
@@ -36,6 +37,7 @@ def store_of(request: web.Request):
 
 async def _start(app: web.Application) -> None:
     from .grow import Grower
+    from .jobs import JobBook
     from .registry import NodeRegistry
     from .store import ClusterStore
 
@@ -44,6 +46,7 @@ async def _start(app: web.Application) -> None:
         app[STORE] = ClusterStore(settings.project, settings.database)
     if GROWER not in app:
         app[GROWER] = Grower(settings, app[STORE])
+    app[JOBS] = JobBook(app[STORE])
     app[REGISTRY] = NodeRegistry(app[STORE], app[GROWER], poll_s=settings.node_poll_s)
     await app[REGISTRY].start()
 
@@ -53,6 +56,8 @@ async def _stop(app: web.Application) -> None:
         await app[REGISTRY].stop()
     if GROWER in app:
         app[GROWER].close()
+    if JOBS in app:
+        app[JOBS].close()
 
 
 def make_app(settings: ServiceSettings) -> web.Application:

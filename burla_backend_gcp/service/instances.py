@@ -117,7 +117,7 @@ class Compute:
             if region in self._zones:
                 return self._zones[region]
         zones_client = clients.zones()
-        found = sorted(zone.name for zone in zones_client.list(project=self.project, filter=f'name eq "{region}-.*"'))
+        found = sorted(zone.name for zone in zones_client.list(request={"project": self.project, "filter": f'name eq "{region}-.*"'}))
         with self._lock:
             self._zones[region] = found
         return found
@@ -130,7 +130,8 @@ class Compute:
                 return self._shapes[key]
         _, _, machine_types = self._clients()
         shapes = []
-        for machine in machine_types.list(project=self.project, zone=zone, filter=f'name eq "{prefix}-[0-9]+g?"'):
+        for machine in machine_types.list(request={"project": self.project, "zone": zone,
+                                                   "filter": f'name eq "{prefix}-[0-9]+g?"'}):
             gpus = sum(accelerator.guest_accelerator_count for accelerator in machine.accelerators)
             shapes.append(MachineShape(machine.name, machine.guest_cpus, machine.memory_mb / 1024, gpus))
         shapes.sort(key=lambda shape: (shape.cpus, shape.memory_gb))

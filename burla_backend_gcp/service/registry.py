@@ -35,6 +35,7 @@ class NodeRegistry:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._swept: set[str] = set()
+        self.refreshed_at = 0.0  # time.monotonic() of the last read
 
     async def start(self) -> None:
         await self.refresh()
@@ -51,12 +52,18 @@ class NodeRegistry:
     async def refresh(self) -> None:
         """Read the node documents now; wake the waiters if anything changed."""
         nodes = {node["node_id"]: node for node in await asyncio.to_thread(self.store.nodes) if node.get("node_id")}
+        self.refreshed_at = time.monotonic()
         if nodes != self.nodes:
             async with self._changed:
                 self.nodes = nodes
                 self.version += 1
                 self._changed.notify_all()
         await self._sweep()
+
+    async def recent(self) -> None:
+        """Make sure the snapshot is at most poll_s old (a caller about to start a job)."""
+        if time.monotonic() - self.refreshed_at > self.poll_s:
+            await self.refresh()
 
     def nudge(self) -> None:
         """Something changed (a VM was created or deleted here): read again soon."""

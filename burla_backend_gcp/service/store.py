@@ -14,6 +14,12 @@ from typing import Any
 
 from .. import schema
 
+
+def FieldFilter(field: str, op: str, value: Any):  # noqa: N802 - google.cloud.firestore's name
+    from google.cloud.firestore_v1.base_query import FieldFilter as _FieldFilter
+
+    return _FieldFilter(field, op, value)
+
 CONFIG_CACHE_SECONDS = 1.0
 
 
@@ -62,7 +68,8 @@ class ClusterStore:
         self.client.collection(schema.USER_TOKENS).document(schema.token_hash(token)).set({"revoked": True}, merge=True)
 
     def revoke_job_tokens(self, job_id: str) -> None:
-        for snapshot in self.client.collection(schema.USER_TOKENS).where("job_id", "==", job_id).stream():
+        query = self.client.collection(schema.USER_TOKENS).where(filter=FieldFilter("job_id", "==", job_id))
+        for snapshot in query.stream():
             snapshot.reference.set({"revoked": True}, merge=True)
 
     # --- users -------------------------------------------------------------------------------
@@ -89,7 +96,7 @@ class ClusterStore:
         """Every node document (with the given statuses), oldest first."""
         query = self.client.collection(schema.NODES)
         if statuses is not None:
-            query = query.where("status", "in", sorted(statuses))
+            query = query.where(filter=FieldFilter("status", "in", sorted(statuses)))
         nodes = [snapshot.to_dict() for snapshot in query.stream()]
         return sorted(nodes, key=lambda node: (node.get("created_at") or 0, node.get("node_id", "")))
 
@@ -122,7 +129,7 @@ class ClusterStore:
         """Jobs, newest first."""
         query = self.client.collection(schema.JOBS)
         if detach is not None:
-            query = query.where("detach", "==", detach)
+            query = query.where(filter=FieldFilter("detach", "==", detach))
         jobs = [snapshot.to_dict() for snapshot in query.stream()]
         jobs.sort(key=lambda job: job.get("created_at") or 0, reverse=True)
         return jobs[:limit] if limit else jobs

@@ -209,7 +209,7 @@ class Supervisor:
 
     def health(self, url: str) -> dict:
         context = ssl.create_default_context(cadata=self.ca_pem)
-        request = urllib.request.Request(url + "/health", headers={"Authorization": f"Bearer {self.token}"})
+        request = urllib.request.Request(url + "/v1/health", headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(request, timeout=HEALTH_TIMEOUT_S, context=context) as answer:
             return json.loads(answer.read())
 
@@ -290,7 +290,8 @@ def main() -> int:
     from .. import netguard
 
     netguard.install_if_asked()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s burla-node %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s burla-node %(levelname)s %(message)s", stream=sys.stderr,
+                        force=True)
     supervisor = Supervisor()
     signal.signal(signal.SIGTERM, supervisor.on_sigterm)
     return supervisor.run()
