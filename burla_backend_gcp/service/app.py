@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .auth import AUTHENTICATORS, GoogleAdminCheck, authenticate, google_admin_authenticator, public, user_token_authenticator
+from .auth import (AUTHENTICATORS, TOKEN_CACHE, GoogleAdminCheck, TokenCache, authenticate, google_admin_authenticator,
+                   public, user_token_authenticator)
 from .settings import ServiceSettings
 
 SETTINGS = web.AppKey("settings", ServiceSettings)
@@ -67,8 +68,9 @@ def make_app(settings: ServiceSettings) -> web.Application:
 
     app = web.Application(middlewares=[authenticate], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
+    app[TOKEN_CACHE] = TokenCache()
     app[AUTHENTICATORS] = [
-        user_token_authenticator(store_of),
+        user_token_authenticator(store_of, app[TOKEN_CACHE]),
         google_admin_authenticator(GoogleAdminCheck(settings.project)),
     ]
     app.router.add_get("/healthz", healthz)

@@ -72,29 +72,59 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def user_token_authenticator(store_of: Callable[[web.Request], object]) -> Authenticator:
-    """Finds the token's record (remembered for TOKEN_CACHE_SECONDS: every request of a call
-    needs it, and reading Firestore for each would be most of a warm call's time)."""
-    seen: dict[str, tuple[float, schema.UserToken | None]] = {}
+class TokenCache:
+    """Token records and admin flags, remembered for TOKEN_CACHE_SECONDS: every request of a
+    call needs them, and reading Firestore for each would be most of a warm call's time. What
+    revokes a token or changes a user (login.py's refresh, the dashboard's users) forgets it here
+    at once; other instances of the service see the change within TOKEN_CACHE_SECONDS."""
 
-    async def lookup(request: web.Request, token: str) -> schema.UserToken | None:
+    def __init__(self) -> None:
+        self.tokens: dict[str, tuple[float, schema.UserToken | None]] = {}
+        self.admins: dict[str, tuple[float, bool]] = {}
+
+    async def token(self, request: web.Request, store_of: Callable[[web.Request], object],
+                    token: str) -> schema.UserToken | None:
         key = schema.token_hash(token)
-        cached = seen.get(key)
+        cached = self.tokens.get(key)
         if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS:
             return cached[1]
         record = await asyncio.to_thread(store_of(request).token, token)
-        if len(seen) > 10_000:
-            seen.clear()
-        seen[key] = (time.monotonic(), record)
+        if len(self.tokens) > 10_000:
+            self.tokens.clear()
+        self.tokens[key] = (time.monotonic(), record)
         return record
 
+    async def is_admin(self, request: web.Request, store_of: Callable[[web.Request], object], email: str) -> bool:
+        cached = self.admins.get(email)
+        if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS:
+            return cached[1]
+        admin = await asyncio.to_thread(store_of(request).is_admin, email)
+        if len(self.admins) > 10_000:
+            self.admins.clear()
+        self.admins[email] = (time.monotonic(), admin)
+        return admin
+
+    def forget_token(self, token: str) -> None:
+        self.tokens.pop(schema.token_hash(token), None)
+
+    def forget_user(self, email: str) -> None:
+        self.admins.pop(email, None)
+        for key, (_, record) in list(self.tokens.items()):
+            if record is not None and record.email == email:
+                self.tokens.pop(key, None)
+
+
+TOKEN_CACHE = web.AppKey("token_cache", TokenCache)
+
+
+def user_token_authenticator(store_of: Callable[[web.Request], object], cache: TokenCache) -> Authenticator:
     async def authenticate(request: web.Request) -> Caller | None:
         token = bearer(request)
         if token is None or request.headers.get(GOOGLE_CREDENTIAL_HEADER):
             return None
         if not token.startswith(schema.TOKEN_PREFIX):
             raise ApiFailure(401, "token_unknown", "that is not a burla token; run `burla login` to get one")
-        record = await lookup(request, token)
+        record = await cache.token(request, store_of, token)
         if record is None:
             raise ApiFailure(401, "token_unknown",
                              "this cluster does not know your burla token (it may be another cluster's); run `burla login`")
@@ -103,22 +133,8 @@ def user_token_authenticator(store_of: Callable[[web.Request], object]) -> Authe
         if not record.valid():
             raise ApiFailure(401, "token_expired",
                              f"your burla token expired on {_when(record.expires_at)}; run `burla login` for a new one")
-        admin = record.kind == schema.TOKEN_KIND_USER and await admins.is_admin(request, record.email)
+        admin = record.kind == schema.TOKEN_KIND_USER and await cache.is_admin(request, store_of, record.email)
         return Caller(email=record.email, admin=admin, kind=record.kind, job_id=record.job_id)
-
-    class _Admins:
-        def __init__(self) -> None:
-            self.seen: dict[str, tuple[float, bool]] = {}
-
-        async def is_admin(self, request: web.Request, email: str) -> bool:
-            cached = self.seen.get(email)
-            if cached is not None and time.monotonic() - cached[0] < TOKEN_CACHE_SECONDS:
-                return cached[1]
-            admin = await asyncio.to_thread(store_of(request).is_admin, email)
-            self.seen[email] = (time.monotonic(), admin)
-            return admin
-
-    admins = _Admins()
 
     return authenticate
 

@@ -29,7 +29,7 @@ from burla_core import __version__
 from .. import schema
 from .api import _job_of
 from .app import GROWER, REGISTRY, SETTINGS, STORE
-from .auth import caller_of, require_admin
+from .auth import TOKEN_CACHE, caller_of, require_admin
 from .reports import input_detail, inputs_page, progress_of
 from .responses import ApiFailure, bad_request, json_body, not_found
 
@@ -252,6 +252,7 @@ async def add_user(request: web.Request) -> web.Response:
         raise bad_request(f"role must be {schema.ROLE_USER!r} or {schema.ROLE_ADMIN!r}")
     store = request.app[STORE]
     await asyncio.to_thread(store.set_user, email, role, caller.email)
+    request.app[TOKEN_CACHE].forget_user(email)  # a new role counts at once
     code = await asyncio.to_thread(request.app[LOGIN_STORE].new_signin_code, email, role == schema.ROLE_ADMIN,
                                    schema.INVITE_SECONDS)
     return web.json_response({"email": email, "role": role, "invitation": f"{origin_of(request)}/signin?code={code}",
@@ -278,4 +279,5 @@ async def remove_user(request: web.Request) -> web.Response:
     if email == caller.email.lower():
         raise ApiFailure(409, "own_account", "you cannot remove yourself; ask another admin")
     revoked = await asyncio.to_thread(_remove_user, request.app[STORE], request.app[LOGIN_STORE], email)
+    request.app[TOKEN_CACHE].forget_user(email)
     return web.json_response({"removed": email, "tokens_revoked": revoked})

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from .. import schema
 from .app import SETTINGS, STORE
-from .auth import caller_of, public
+from .auth import TOKEN_CACHE, caller_of, public
 from .pages import esc, notice, page
 from .responses import ApiFailure, bad_request, json_body
 from .sessions import (LoginStore, challenge_of, clear_session_cookie, current_session, is_https, same_secret,
@@ -223,6 +223,7 @@ async def refresh(request: web.Request) -> web.Response:
     previous = await asyncio.to_thread(request.app[STORE].token, old)
     token, expires_at = await _issue(request, caller.email, previous.label if previous else "")
     await asyncio.to_thread(request.app[STORE].revoke_token, old)
+    request.app[TOKEN_CACHE].forget_token(old)
     return web.json_response({"token": token, "expires_at": expires_at, "email": caller.email})
 
 

@@ -195,8 +195,14 @@ def test_an_admin_changes_settings_and_adds_and_removes_users(installed, chromiu
         dana_page.goto(url + "/settings")
         assert dana_page.locator("#users-table").count() == 0 and dana_page.is_disabled("#setting-machine_type")
 
+        dana_token = call("POST", url + "/v1/tokens", headers=admin_headers(installed.standin),
+                          body={"email": "dana@example.com"}).json()["token"]
+        assert call("GET", url + "/v1/cluster", headers={"Authorization": f"Bearer {dana_token}"}).status == 200
+
         page.click('#users-table tr[data-user="dana@example.com"] button.remove-user')
         expect(page.locator("#users-message")).to_contain_text("removed")
+        refused = call("GET", url + "/v1/cluster", headers={"Authorization": f"Bearer {dana_token}"})
+        assert refused.status == 401 and refused.json()["error"] == "token_revoked", "a removed user's token still works"
         dana_page.goto(url + "/")
         assert "Not signed in" in dana_page.inner_text("main")
     finally:
