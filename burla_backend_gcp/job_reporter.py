@@ -29,6 +29,8 @@ from . import schema
 from .service_http import post_json
 
 log = logging.getLogger("burla.gcp")
+_REPORTERS: dict[str, "JobReporter"] = {}  # core job id → its reporter (the provisioner's, for the transport)
+_REPORTERS_LOCK = threading.Lock()
 FLUSH_S = 1.0
 MAX_INPUTS_PER_REPORT = 2000
 MAX_PENDING = 200_000  # ended inputs kept while the service cannot be reached
@@ -115,6 +117,19 @@ class JobReporter:
     def stop_requested(self) -> str | None:
         return self._cancel
 
+    def outcome(self, raise_errors: bool = True) -> dict[str, Any]:
+        """What the job's end says to the service: its status and counts, as far as the caller
+        saw them (stopped, or fewer inputs ended than it had: canceled)."""
+        with self._lock:
+            done, failed = self._done, self._failed
+        if self._cancel or (self.total is not None and done + failed < self.total and not failed):
+            status = schema.JOB_CANCELED
+        elif failed and raise_errors:
+            status = schema.JOB_FAILED
+        else:
+            status = schema.JOB_DONE
+        return {"status": status, "done": done, "failed": failed}
+
     # --- reporting ---------------------------------------------------------------------------
 
     def _report(self) -> dict[str, Any]:
@@ -149,11 +164,12 @@ class JobReporter:
                 if not self._ended or time.monotonic() >= deadline:
                     return
 
-    def close(self) -> None:
-        """Send what is left (within a few seconds) and stop."""
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Send what is left (trying for at most `timeout_s`) and stop."""
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
-        self._thread.join(timeout=5)
-        self.flush()
+        self._thread.join(timeout=timeout_s)
+        self.flush(max(0.0, deadline - time.monotonic()))
 
 
 class ReportingSink(EventSink):
@@ -196,3 +212,19 @@ class ReportingSession(NodeSession):
 
     def wait_stopped(self, timeout: float) -> bool:
         return self._session.wait_stopped(timeout)
+
+
+def register(core_job_id: str, reporter: JobReporter) -> None:
+    """The provisioner's reporter for a job, for the transport's sessions of that job."""
+    with _REPORTERS_LOCK:
+        _REPORTERS[core_job_id] = reporter
+
+
+def unregister(core_job_id: str) -> None:
+    with _REPORTERS_LOCK:
+        _REPORTERS.pop(core_job_id, None)
+
+
+def reporter_for(core_job_id: str) -> JobReporter | None:
+    with _REPORTERS_LOCK:
+        return _REPORTERS.get(core_job_id)

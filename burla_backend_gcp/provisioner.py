@@ -10,6 +10,10 @@
                                  a node booting for it ──► membership.status (the spinner)
                                  nothing left booting ──► membership.growth_ended(failures)
     release_idle()          ── POST /v1/jobs/ID/end (grown nodes delete themselves when idle)
+    stop_requested(job)     ── the dashboard's Stop, as the job's reporter last heard it
+
+The job's reporter (job_reporter.py), made here and used by the transport's sessions, tells the
+service about the job's inputs for the dashboard, and hears back when someone pressed Stop.
 
 Job data never goes through the service: the transport talks to the nodes directly.
 """
@@ -25,6 +29,7 @@ from burla_core.interfaces import Provisioner
 from burla_core.node.protocol import burla_version, python_version
 from burla_core.types import GpuInfo, JobSpec, Membership, NodeAccess, NodeInfo, ResourceRequest
 
+from . import job_reporter
 from .cluster_client import ClusterClient
 from .errors import ClusterUnreachable
 from .fit import Call
@@ -58,6 +63,8 @@ class GcpProvisioner(Provisioner):
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._started = False
+        self._job: JobSpec | None = None
+        self.reporter: job_reporter.JobReporter | None = None
 
     def eligible_nodes(self, request: ResourceRequest) -> list[NodeInfo]:
         call = Call(request, python_version(), burla_version())
@@ -69,6 +76,10 @@ class GcpProvisioner(Provisioner):
     def watch_job(self, job: JobSpec, nodes: list[NodeInfo], membership: Membership) -> None:
         """Return at once: telling the service the job started (and, with grow=True, what it
         boots) and watching the cluster happen in a thread."""
+        self._job = job
+        self.reporter = job_reporter.JobReporter(self.settings.cluster_url, self.settings.token, self.job_id,
+                                                 total=job.input_count)
+        job_reporter.register(job.job_id, self.reporter)
         watch = JobWatch(self, membership, {node.node_id for node in nodes})
         self._watcher = threading.Thread(target=watch.run, args=(job,), name=f"burla-gcp-watch-{self.job_id}", daemon=True)
         self._watcher.start()
@@ -80,9 +91,17 @@ class GcpProvisioner(Provisioner):
         if self._started:
             threading.Thread(target=self._end, name=f"burla-gcp-end-{self.job_id}").start()
 
+    def stop_requested(self, job: JobSpec) -> str | None:
+        return self.reporter.stop_requested() if self.reporter is not None else None
+
     def _end(self) -> None:
+        outcome = {}
+        if self.reporter is not None:
+            job_reporter.unregister(self._job.job_id)
+            self.reporter.close()  # the dashboard gets the last inputs before the job's end
+            outcome = self.reporter.outcome(self._job.raise_errors)
         try:
-            self.client.call("POST", f"/v1/jobs/{self.job_id}/end", {}, timeout_s=END_SECONDS, retry_s=0.0)
+            self.client.call("POST", f"/v1/jobs/{self.job_id}/end", outcome, timeout_s=END_SECONDS, retry_s=0.0)
         except Exception:  # the job is over either way; the service notices its silence
             log.debug("telling the cluster that job %s ended failed", self.job_id, exc_info=True)
 

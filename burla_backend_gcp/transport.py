@@ -10,6 +10,7 @@ from burla_core.interfaces import NodeSession
 from burla_core.node.transport import HttpSettings, HttpTransport
 from burla_core.types import EventSink, JobSpec, NodeInfo
 
+from . import job_reporter
 from .settings import GcpSettings
 
 NO_SHARED_TOKEN = "per-node"  # HttpSettings needs a token; every gcp node carries its own
@@ -23,4 +24,8 @@ class GcpTransport(HttpTransport):
     def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
         if node.access is None:
             raise InvalidArgument(f"node {node.node_id} came without the cluster's credentials for it")
-        return super().open_session(node, job, slots, events)
+        # The provisioner's reporter sees the session's events, for the dashboard (job_reporter.py).
+        reporter = job_reporter.reporter_for(job.job_id)
+        if reporter is None:
+            return super().open_session(node, job, slots, events)
+        return reporter.session(super().open_session(node, job, slots, reporter.sink(events)))

@@ -117,5 +117,6 @@ def prepare_job(
         grow=grow,
         raise_errors=raise_errors,
         options=dict(backend_options or {}),
+        input_count=input_count,
     )
     return job, records, input_count, enumerate(inputs)

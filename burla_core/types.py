@@ -105,6 +105,7 @@ class JobSpec:
     grow: bool = False
     raise_errors: bool = True  # False: a failed input's exception is its result; the job goes on
     options: dict[str, Any] = field(default_factory=dict)  # backend_options
+    input_count: int | None = None  # len(inputs) when it has one: a hint (progress, dashboards), not a promise
 
 
 @dataclass

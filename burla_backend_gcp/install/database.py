@@ -59,6 +59,9 @@ class ConfigDocument(Step):
     def plan(self, ctx: "InstallContext") -> Change:
         where = f"{schema.CONFIG_COLLECTION}/{schema.CONFIG_DOCUMENT}"
         defaults = schema.ClusterConfig(region=ctx.region, extra_source_ranges=list(ctx.allow_from)).to_document()
+        if ctx.endpoint:
+            # The GCP stand-in runs every VM on 127.0.0.1: each node agent takes a free port.
+            defaults["node_port"] = 0
         snapshot = _config_reference(ctx).get()
         if not snapshot.exists:
             config = schema.ClusterConfig.from_document(defaults)

@@ -2,7 +2,7 @@
 (accounts.SECRET_READERS).
 
     burla-node-token       the bearer token every request to a node agent carries (32 random bytes)
-    burla-cluster-ca-cert  the PEM certificate of the CA the nodes serve TLS under (EC P-256, 10 years)
+    burla-cluster-ca-cert  the PEM certificate of the CA the nodes serve TLS under (tls.make_ca)
     burla-cluster-ca-key   its private key (PKCS#8 PEM): nodes sign their own certificates with it
     burla-cluster-token    read by no service account: whoever may read it is a cluster administrator
 
@@ -12,7 +12,6 @@ nodes); a secret left without a version by an interrupted run gets its first one
 
 from __future__ import annotations
 
-import datetime
 import secrets as random_source
 from typing import TYPE_CHECKING
 
@@ -23,35 +22,17 @@ from .steps import CREATE, NONE, Change, Step
 if TYPE_CHECKING:
     from .context import InstallContext
 
-CA_LIFETIME_DAYS = 3650
-
-
 def new_token() -> bytes:
     return random_source.token_urlsafe(32).encode()
 
 
 def new_cluster_ca(project: str) -> tuple[bytes, bytes]:
-    """A self-signed CA: (certificate PEM, private key PEM)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+    """A new CA for the cluster (tls.py, which the nodes use to sign their own certificates):
+    (certificate PEM, private key PEM)."""
+    from ..tls import make_ca
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Burla cluster CA ({project})")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=CA_LIFETIME_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
+    ca = make_ca(project)
+    return ca.cert_pem.encode(), ca.key_pem.encode()
 
 
 SECRETS = (schema.NODE_TOKEN_SECRET, schema.CA_CERT_SECRET, schema.CA_KEY_SECRET, schema.CLUSTER_SECRET)
