@@ -131,7 +131,9 @@ async def job_started(request: web.Request) -> web.Response:
         call = Call.from_wire(job["call"])
         answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, wanted)
         values["grow_failures"] = answer["failures"]
-        app[REGISTRY].nudge()
+        # The registry must know the nodes now booting before the job counts as grown: a watch
+        # answered in between would see neither and end the job's growth with no node.
+        await app[REGISTRY].refresh()
     values["grow_requested"] = True
     app[JOBS].update(job["job_id"], values)
     return web.json_response(answer)
