@@ -4,7 +4,7 @@ Firestore so that a page of 100 inputs is one document read, whatever the job's 
     POST /v1/jobs/{id}/report   (the job's caller) ended inputs, counts, recent output lines ─►
         jobs/{id}/inputs/cNNNNNN   {"inputs": {"<index>": {status, node, started_at, ended_at, output}}}
         jobs/{id}/inputs/progress  {"samples": [{t, done, failed}], "logs": [{index, text}]}
-        jobs/{id}                  done, failed, running, total, last_seen_at
+        jobs/{id}                  done, failed, running, total, last_seen_at (through the JobBook)
       ◄─ {"cancel_requested": …}   (the dashboard's Stop button: POST /v1/jobs/{id}/cancel)
 
 Writes happen once per report (about a second apart) in one batch; the progress samples are
@@ -22,7 +22,7 @@ from aiohttp import web
 
 from .. import schema
 from .api import _job_of
-from .app import REGISTRY, STORE
+from .app import JOBS, REGISTRY, STORE
 from .auth import caller_of
 from .responses import ApiFailure, bad_request, json_body
 
@@ -81,7 +81,17 @@ def parse_report(body: dict) -> dict[str, Any]:
             "running": _count(body, "running"), "total": _count(body, "total", optional=True)}
 
 
+def report_counts(report: dict[str, Any]) -> dict[str, Any]:
+    """The job document's fields a report updates."""
+    counts = {key: report[key] for key in ("done", "failed", "running") if report[key] is not None}
+    if report["total"] is not None:
+        counts["total"] = report["total"]
+    return {**counts, "last_seen_at": time.time()}
+
+
 def write_report(client: Any, job_id: str, report: dict[str, Any]) -> None:
+    """The report's inputs and progress samples (the job document's own fields go through the
+    service's JobBook, with its other writes, in order)."""
     job = client.collection(schema.JOBS).document(job_id)
     chunks: dict[str, dict[str, Any]] = {}
     for record in report["inputs"]:
@@ -100,10 +110,6 @@ def write_report(client: Any, job_id: str, report: dict[str, Any]) -> None:
     for name, records in chunks.items():
         batch.set(job.collection(schema.JOB_INPUTS).document(name), {"inputs": records}, merge=True)
     batch.set(progress_ref, {"samples": samples, "logs": logs})
-    counts = {key: report[key] for key in ("done", "failed", "running") if report[key] is not None}
-    if report["total"] is not None:
-        counts["total"] = report["total"]
-    batch.set(job, {**counts, "last_seen_at": now}, merge=True)
     batch.commit()
 
 
@@ -113,6 +119,7 @@ async def report(request: web.Request) -> web.Response:
     parsed = parse_report(await json_body(request))
     store = request.app[STORE]
     await asyncio.to_thread(write_report, store.client, job["job_id"], parsed)
+    job = request.app[JOBS].update(job["job_id"], report_counts(parsed))
     return web.json_response({"cancel_requested": bool(job.get("cancel_requested")),
                               "canceled_by": job.get("canceled_by")})
 
@@ -126,7 +133,7 @@ async def cancel(request: web.Request) -> web.Response:
     values = {"cancel_requested": True, "canceled_by": caller.email, "cancel_requested_at": time.time()}
     if time.time() - float(job.get("last_seen_at") or 0) > CALLER_GONE_S and not job.get("detach"):
         values.update({"status": schema.JOB_CANCELED, "ended_at": time.time()})  # nobody is left to stop it
-    await asyncio.to_thread(request.app[STORE].update_job, job["job_id"], values)
+    request.app[JOBS].update(job["job_id"], values)
     request.app[REGISTRY].nudge()  # long polls about the job answer now
     return web.json_response({"ok": True, "status": values.get("status", job.get("status"))})
 
