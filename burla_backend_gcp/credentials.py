@@ -20,17 +20,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from burla_core import config
 from burla_core.errors import UnauthorizedError
 
 from . import schema
 from .service_http import ClusterRefused, post_json
-
-CREDENTIALS_FILE = "burla_credentials.json"
-
-
-def credentials_path() -> Path:
-    return config.data_dir() / CREDENTIALS_FILE
+from .settings import CREDENTIALS_FILE, credentials_path  # noqa: F401  (the file's name has one owner)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from burla_core import config
 from . import credentials
 from .errors import GcpCredentialsMissing, LoginError
 from .service_http import ClusterRefused, post_json
+from .settings import CLUSTER_URL_ENV
 
-CLUSTER_URL_ENV = "BURLA_GCP_CLUSTER_URL"
 SIGN_IN_FIRST = "Sign in to the dashboard first: run `burla dashboard`, then `burla login` again."
 Echo = Callable[[str], None]
 

@@ -60,7 +60,9 @@ class GcpSettings:
                 raise UnauthorizedError(f"{missing} is not set (set both {CLUSTER_URL_ENV} and {TOKEN_ENV}, or unset "
                                         f"both and {LOGIN_HINT})")
             return cls(_check_url(url, CLUSTER_URL_ENV), token, source=f"{CLUSTER_URL_ENV} and {TOKEN_ENV}")
-        return cls.from_file(credentials_path())
+        path = credentials_path()
+        _refresh_if_due(path)
+        return cls.from_file(path)
 
     @classmethod
     def from_file(cls, path: Path) -> "GcpSettings":
@@ -90,3 +92,15 @@ def _check_url(url: str, source: str) -> str:
     if not url.startswith(("https://", "http://")):
         raise ConfigError(f"the cluster URL from {source} must start with https:// (got {url!r}); {LOGIN_HINT}")
     return url
+
+
+def _refresh_if_due(path: Path) -> None:
+    """A token in its last week is traded for a new one first (credentials.py); a cluster that
+    cannot be reached just now leaves the old one, still valid, in place."""
+    from . import credentials
+    from .errors import ClusterUnreachable
+
+    try:
+        credentials.refresh_if_due(path)
+    except ClusterUnreachable:
+        pass
