@@ -6,7 +6,7 @@
 
 const BurlaCharts = (() => {
   const SVG = "http://www.w3.org/2000/svg";
-  const W = 1000, H = 260, LEFT = 48, RIGHT = 12, TOP = 12, BOTTOM = 30;
+  const W = 1000, H = 270, LEFT = 48, RIGHT = 12, TOP = 30, BOTTOM = 30;
 
   function node(tag, attrs, text) {
     const el = document.createElementNS(SVG, tag);
@@ -59,8 +59,7 @@ const BurlaCharts = (() => {
     series.forEach((s, i) => {
       const points = s.points.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(" ");
       svg.appendChild(node("polyline", {points, class: `series ${s.cls || "s" + i}`}));
-      svg.appendChild(node("text", {x: LEFT + 8 + i * 140, y: TOP + 12, class: `legend ${s.cls || "s" + i}`},
-                           s.name));
+      svg.appendChild(node("text", {x: LEFT + i * 140, y: 14, class: `legend ${s.cls || "s" + i}`}, s.name));
     });
     container.appendChild(svg);
     return svg;
