@@ -46,14 +46,33 @@ def test_install_without_one_permission_names_exactly_it_and_changes_nothing(pro
     assert project.projects.enabled() == set(ALWAYS_ENABLED)
 
 
-def test_install_then_a_second_install_changes_nothing(project, tmp_path):
+def test_a_dry_run_lists_what_would_change_and_changes_nothing(project, tmp_path):
+    before = len(project.requests)
+    result = burla("install", "--dry-run", env=burla_env(project, tmp_path=tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    planned = statuses(result.stdout)
+    assert planned["APIs"] == "would enable" and planned["Cloud Run service"].startswith("would"), result.stdout
+    assert "nothing was changed (dry run)" in result.stdout
+    assert changes(project, before) == []
+    assert project.projects.enabled() == set(ALWAYS_ENABLED)
+
+
+def test_an_interrupted_install_runs_again_from_where_it_stopped_and_then_changes_nothing(project, tmp_path):
     env = burla_env(project, tmp_path=tmp_path)
-    first = burla("install", env=env)
-    assert first.returncode == 0, first.stdout + first.stderr
-    made = statuses(first.stdout)
-    assert made["APIs"] == "enabled" and made["Cloud Run service"] == "deployed", first.stdout
-    assert made["permissions"] == "ok" and "unchanged" not in made.values(), first.stdout
-    url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)", first.stdout).group(1)
+    project.fail_next("run.services.create", code=503)
+    broken = burla("install", env=env)
+    assert broken.returncode == 1
+    assert "Cloud Run service:" in broken.stderr and "run `burla install` again" in broken.stderr, broken.stderr
+    made = statuses(broken.stdout)
+    assert made["permissions"] == "ok" and made["APIs"] == "enabled" and made["secrets"] == "created", broken.stdout
+
+    resumed = burla("install", env=env)
+
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    done = statuses(resumed.stdout)
+    assert done["secrets"] == "unchanged" and done["APIs"] == "unchanged", resumed.stdout
+    assert done["Cloud Run service"] == "deployed", resumed.stdout
+    url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+)", resumed.stdout).group(1)
     with urllib.request.urlopen(url + "/healthz", timeout=10) as answer:
         assert json.loads(answer.read()) == {"ok": True}
 
@@ -70,7 +89,7 @@ def test_install_then_a_second_install_changes_nothing(project, tmp_path):
     cluster_roles = {b.role for b in policy.bindings if any("burla-" in m for m in b.members)}
     assert cluster_roles and not cluster_roles & {"roles/owner", "roles/editor", "roles/resourcemanager.projectIamAdmin"}
 
-    # A setting changed on the dashboard survives the next install.
+    # A second install changes nothing, and a setting changed on the dashboard survives it.
     config = clients.firestore(project.project_id, schema.DATABASE, endpoint=project.url).collection(
         schema.CONFIG_COLLECTION).document(schema.CONFIG_DOCUMENT)
     config.update({"machine_type": "n2-standard-8"})
@@ -81,38 +100,11 @@ def test_install_then_a_second_install_changes_nothing(project, tmp_path):
 
     assert second.returncode == 0, second.stdout + second.stderr
     again = statuses(second.stdout)
-    assert set(again) == set(made) and set(again.values()) == {"ok", "unchanged"}, second.stdout
+    assert set(again) == set(done) and set(again.values()) == {"ok", "unchanged"}, second.stdout
     assert changes(project, before) == [], "the second install changed something"
     assert config.get().to_dict()["machine_type"] == "n2-standard-8"
     service = clients.run_services(endpoint=project.url, credentials=owner).get_service(name=service.name)
     assert service.latest_ready_revision == revision
-
-
-def test_a_dry_run_lists_what_would_change_and_changes_nothing(project, tmp_path):
-    before = len(project.requests)
-    result = burla("install", "--dry-run", env=burla_env(project, tmp_path=tmp_path))
-    assert result.returncode == 0, result.stdout + result.stderr
-    planned = statuses(result.stdout)
-    assert planned["APIs"] == "would enable" and planned["Cloud Run service"].startswith("would"), result.stdout
-    assert "nothing was changed (dry run)" in result.stdout
-    assert changes(project, before) == []
-    assert project.projects.enabled() == set(ALWAYS_ENABLED)
-
-
-def test_an_interrupted_install_runs_again_from_where_it_stopped(project, tmp_path):
-    env = burla_env(project, tmp_path=tmp_path)
-    project.fail_next("run.services.create", code=503)
-    broken = burla("install", env=env)
-    assert broken.returncode == 1
-    assert "Cloud Run service:" in broken.stderr and "run `burla install` again" in broken.stderr, broken.stderr
-    assert statuses(broken.stdout)["secrets"] == "created", broken.stdout
-
-    resumed = burla("install", env=env)
-
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    done = statuses(resumed.stdout)
-    assert done["secrets"] == "unchanged" and done["APIs"] == "unchanged", resumed.stdout
-    assert done["Cloud Run service"] == "deployed", resumed.stdout
 
 
 def test_a_custom_role_from_print_role_installs_and_uninstall_leaves_the_project_empty(project, tmp_path):
