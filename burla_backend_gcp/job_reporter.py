@@ -11,6 +11,10 @@ the last report to the cluster service (POST /v1/jobs/{id}/report, service/repor
 Reporting never slows or fails the job: posts happen on the reporter's own thread, a failed post
 is kept for the next one (bounded), and a service that stays away only costs the dashboard its
 view. What an input printed is kept up to schema.INPUT_OUTPUT_CHARS.
+
+One reporter per job, found by the core's job id (`reporter_for`): the transport's first sessions
+open before the provisioner knows the job (JobSpec comes with watch_job), so whichever asks first
+makes it, and the provisioner `bind`s it to the cluster's job; nothing is sent before that.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from . import schema
 from .service_http import post_json
 
 log = logging.getLogger("burla.gcp")
-_REPORTERS: dict[str, "JobReporter"] = {}  # core job id → its reporter (the provisioner's, for the transport)
+_REPORTERS: dict[str, "JobReporter"] = {}  # core job id → its reporter
 _REPORTERS_LOCK = threading.Lock()
 FLUSH_S = 1.0
 MAX_INPUTS_PER_REPORT = 2000
@@ -52,8 +56,9 @@ class _Input:
 
 
 class JobReporter:
-    def __init__(self, cluster_url: str, token: str, job_id: str, total: int | None = None) -> None:
-        self.url = f"{cluster_url.rstrip('/')}/v1/jobs/{job_id}/report"
+    def __init__(self, cluster_url: str | None = None, token: str = "", job_id: str = "",
+                 total: int | None = None) -> None:
+        self.url = ""
         self.token = token
         self.job_id = job_id
         self.total = total
@@ -64,6 +69,14 @@ class JobReporter:
         self._done = self._failed = 0
         self._cancel: str | None = None
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if cluster_url:
+            self.bind(cluster_url, token, job_id, total)
+
+    def bind(self, cluster_url: str, token: str, job_id: str, total: int | None = None) -> None:
+        """Report to `cluster_url`'s job `job_id` from now on (what ended before is sent too)."""
+        self.url = f"{cluster_url.rstrip('/')}/v1/jobs/{job_id}/report"
+        self.token, self.job_id, self.total = token, job_id, total
         self._thread = threading.Thread(target=self._run, name=f"burla-report-{job_id}", daemon=True)
         self._thread.start()
 
@@ -141,6 +154,10 @@ class JobReporter:
                     "total": self.total, "logs": recent}
 
     def _send(self, report: dict[str, Any]) -> None:
+        if not self.url:  # not bound to the cluster's job yet: keep it for the first report
+            with self._lock:
+                self._ended.extendleft(reversed(report["inputs"]))
+            return
         try:
             answer = post_json(self.url, report, token=self.token, timeout_s=15)
         except Exception as error:  # the job must go on: keep what was not sent for the next report
@@ -158,7 +175,7 @@ class JobReporter:
     def flush(self, timeout_s: float = 5.0) -> None:
         """Send everything that ended so far (trying for up to `timeout_s`)."""
         deadline = time.monotonic() + timeout_s
-        while True:
+        while self.url:
             self._send(self._report())
             with self._lock:
                 if not self._ended or time.monotonic() >= deadline:
@@ -168,8 +185,10 @@ class JobReporter:
         """Send what is left (trying for at most `timeout_s`) and stop."""
         deadline = time.monotonic() + timeout_s
         self._stop.set()
-        self._thread.join(timeout=timeout_s)
-        self.flush(max(0.0, deadline - time.monotonic()))
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+        if self.url:
+            self.flush(max(0.0, deadline - time.monotonic()))
 
 
 class ReportingSink(EventSink):
@@ -214,17 +233,15 @@ class ReportingSession(NodeSession):
         return self._session.wait_stopped(timeout)
 
 
-def register(core_job_id: str, reporter: JobReporter) -> None:
-    """The provisioner's reporter for a job, for the transport's sessions of that job."""
+def reporter_for(core_job_id: str) -> JobReporter:
+    """The job's reporter, made by whichever of the provisioner and the transport asks first."""
     with _REPORTERS_LOCK:
-        _REPORTERS[core_job_id] = reporter
+        reporter = _REPORTERS.get(core_job_id)
+        if reporter is None:
+            reporter = _REPORTERS[core_job_id] = JobReporter()
+        return reporter
 
 
 def unregister(core_job_id: str) -> None:
     with _REPORTERS_LOCK:
         _REPORTERS.pop(core_job_id, None)
-
-
-def reporter_for(core_job_id: str) -> JobReporter | None:
-    with _REPORTERS_LOCK:
-        return _REPORTERS.get(core_job_id)

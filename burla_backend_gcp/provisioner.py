@@ -77,9 +77,8 @@ class GcpProvisioner(Provisioner):
         """Return at once: telling the service the job started (and, with grow=True, what it
         boots) and watching the cluster happen in a thread."""
         self._job = job
-        self.reporter = job_reporter.JobReporter(self.settings.cluster_url, self.settings.token, self.job_id,
-                                                 total=job.input_count)
-        job_reporter.register(job.job_id, self.reporter)
+        self.reporter = job_reporter.reporter_for(job.job_id)
+        self.reporter.bind(self.settings.cluster_url, self.settings.token, self.job_id, total=job.input_count)
         watch = JobWatch(self, membership, {node.node_id for node in nodes})
         self._watcher = threading.Thread(target=watch.run, args=(job,), name=f"burla-gcp-watch-{self.job_id}", daemon=True)
         self._watcher.start()

@@ -26,6 +26,4 @@ class GcpTransport(HttpTransport):
             raise InvalidArgument(f"node {node.node_id} came without the cluster's credentials for it")
         # The provisioner's reporter sees the session's events, for the dashboard (job_reporter.py).
         reporter = job_reporter.reporter_for(job.job_id)
-        if reporter is None:
-            return super().open_session(node, job, slots, events)
         return reporter.session(super().open_session(node, job, slots, reporter.sink(events)))

@@ -215,3 +215,23 @@ def test_an_admin_changes_settings_and_adds_and_removes_users(installed, chromiu
         assert "Not signed in" in dana_page.inner_text("main")
     finally:
         dana.close()
+
+
+def test_inputs_that_end_before_the_provisioner_knows_the_job_are_reported_too(installed, admin):
+    """The transport opens a job's first sessions before the provisioner learns the job (the core
+    calls watch_job after): what those sessions see is kept, then sent once the job is bound."""
+    from burla_backend_gcp import job_reporter
+
+    url = installed.url
+    job_id = start_job(installed, admin["token"], total=3)
+    early = job_reporter.reporter_for("core-job-early")  # as the transport's first open_session does
+    try:
+        report(early, "burla-node-test1", 0, 3)
+        job_reporter.reporter_for("core-job-early").bind(url, admin["token"], job_id, total=3)  # watch_job
+        early.flush()
+    finally:
+        job_reporter.unregister("core-job-early")
+        early.close()
+    page = call("GET", url + f"/v1/dashboard/jobs/{job_id}/inputs?page=0&size=25",
+                headers={"Authorization": f"Bearer {admin['token']}"}).json()
+    assert [row["status"] for row in page["inputs"]] == ["done", "done", "done"], page
