@@ -97,8 +97,23 @@ def test_e2e_install_dashboard_login_then_a_grown_job_shows_and_stop_cancels_ano
             expect(page.locator("#setting-machine_type")).not_to_have_value("")
             page.fill("#setting-machine_type", "n2-highmem-2")
             page.fill("#setting-grow_idle_timeout_s", "900")
+            page.fill("#setting-quantity", "1")
             page.click("#settings-form button[type=submit]")
             expect(page.locator("#settings-message")).to_have_text("Saved.")
+
+            # Grow and shrink from the nodes page: start the cluster's one standing node, grow by
+            # one more, then shrink one away.
+            page.goto(url + "/nodes")
+            page.click("#start-cluster")
+            expect(page.locator("#controls-message")).to_contain_text("booting 1 node(s)", timeout=60_000)
+            page.click("#grow")
+            expect(page.locator("#grow")).to_be_enabled(timeout=60_000)
+            expect(page.locator("#controls-message")).to_contain_text("booting 1 node(s)")
+            expect(page.locator("#nodes-table tbody tr.node-ready")).to_have_count(2, timeout=120_000)
+            page.click("#shrink")
+            expect(page.locator("#controls-message")).to_contain_text("deleting", timeout=60_000)
+            expect(page.locator("#nodes-table tbody tr.node-deleted")).to_have_count(1, timeout=60_000)
+            expect(page.locator("#nodes-table tbody tr.node-ready")).to_have_count(1)
 
             # The user's program: the gcp backend is its default now, and it needs no Google credentials.
             user = {k: v for k, v in env.items() if k not in ("GCE_METADATA_HOST", "GCE_METADATA_IP", "CLOUDSDK_CONFIG")}

@@ -140,17 +140,15 @@ const pages = {
       b.disabled = true;
       try { say(await run()); } catch (error) { say(error.message); } finally { b.disabled = false; }
     }); };
-    act("#start-cluster", async () => {
-      const answer = await api("POST", "/v1/cluster/start", {});
-      return answer.message || `booting ${answer.booting.length} node(s)`;
-    });
+    const booted = (answer) => [answer.message || `booting ${(answer.booting || []).length} node(s)`,
+                                ...(answer.failures || [])].join("; ");
+    act("#start-cluster", async () => booted(await api("POST", "/v1/cluster/start", {})));
     act("#grow", async () => {
       const overview = await api("GET", "/v1/dashboard/overview");
       const body = {count: count()};
       if (overview.config.container_image) body.image = overview.config.container_image;
       else body.python = overview.python;
-      const answer = await api("POST", "/v1/nodes", body);
-      return `booting ${(answer.booting || []).length} node(s)`;
+      return booted(await api("POST", "/v1/nodes", body));
     });
     act("#shrink", async () => {
       const answer = await api("POST", "/v1/cluster/shrink", {count: count()});
