@@ -23,6 +23,7 @@ const BurlaCharts = (() => {
   }
 
   function duration(seconds) {
+    if (seconds < 10) return `${(Math.round(seconds * 10) / 10)}s`;
     if (seconds < 90) return `${Math.round(seconds)}s`;
     if (seconds < 5400) return `${Math.round(seconds / 60)}m`;
     return `${(seconds / 3600).toFixed(1)}h`;
@@ -59,6 +60,12 @@ const BurlaCharts = (() => {
     series.forEach((s, i) => {
       const points = s.points.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(" ");
       svg.appendChild(node("polyline", {points, class: `series ${s.cls || "s" + i}`}));
+      if (s.points.length <= 40) {  // few points: show each (one alone draws no line)
+        for (const p of s.points) {
+          svg.appendChild(node("circle", {cx: px(p[0]).toFixed(1), cy: py(p[1]).toFixed(1), r: 3,
+                                          class: `dot ${s.cls || "s" + i}`}));
+        }
+      }
       svg.appendChild(node("text", {x: LEFT + i * 140, y: 14, class: `legend ${s.cls || "s" + i}`}, s.name));
     });
     container.appendChild(svg);

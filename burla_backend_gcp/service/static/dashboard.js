@@ -214,10 +214,12 @@ const pages = {
            el("span", {id: "job-status", text: j.cancel_requested && j.status === "running" ? "stopping" : j.status}),
            ` · ${duration(j.duration_s)} · ${j.failed} failed `, stopButton(j)),
         progressBar(j));
-      const start = (data.samples[0] || {}).t || 0;
+      // From the job's start (nothing done then) to its last report.
+      const start = j.started_at || (data.samples[0] || {}).t || 0;
+      const since = (key) => data.samples.length ? [[0, 0], ...data.samples.map((s) => [s.t - start, s[key]])] : [];
       BurlaCharts.line($("#progress-chart"), {label: "completed inputs over time", empty: "No input has ended yet",
-        series: [{name: "completed", cls: "done", points: data.samples.map((s) => [s.t - start, s.done])},
-                 {name: "failed", cls: "failed", points: data.samples.map((s) => [s.t - start, s.failed])}]});
+        series: [{name: "completed", cls: "done", points: since("done")},
+                 {name: "failed", cls: "failed", points: since("failed")}]});
       $("#job-logs").textContent = data.logs.map((l) => `[${l.index}] ${l.text}`).join("") || "(no output yet)";
       await refreshInputs();
     });
