@@ -103,12 +103,16 @@ def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _browser_opened(url: str) -> bool:
+    try:
+        return bool(webbrowser.open(url))
+    except webbrowser.Error:
+        return False
+
+
 def _open(url: str, echo: Echo, open_browser: bool, what: str) -> None:
     if open_browser:
-        try:
-            opened = webbrowser.open(url)
-        except webbrowser.Error:
-            opened = False
+        opened = _browser_opened(url)
         echo(f"{what} in your browser{'' if opened else ' (none could be opened: open the link yourself)'}:")
     else:
         echo(f"{what}: open this link in a browser")
@@ -241,11 +245,19 @@ def login(*, cluster_url: str | None = None, open_browser: bool = True, timeout_
     url = find_cluster_url(cluster_url)
     state, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
     query = {"state": state, "challenge": _challenge(verifier), "machine": _machine_label()}
-    if open_browser:
-        listener = _Listener(state)
+    listener = _Listener(state) if open_browser else None
+    if listener is not None:
+        page = f"{url}/authorize?{urlencode({**query, 'port': listener.port})}"
+        if not _browser_opened(page):
+            # No browser here (SSH, a container): a browser elsewhere cannot reach this machine's
+            # 127.0.0.1, so the page will show a code to paste instead.
+            listener.close()
+            listener = None
+            echo("No browser could be opened on this machine.")
+    if listener is not None:
         try:
-            page = f"{url}/authorize?{urlencode({**query, 'port': listener.port})}"
-            _open(page, echo, True, "Authorize this machine")
+            echo("Authorize this machine in your browser:")
+            echo(f"  {page}")
             echo(f"Waiting up to {timeout_s:.0f} s for you to press Authorize (Ctrl-C to stop) ...")
             answer = listener.wait(timeout_s)
         finally:

@@ -155,3 +155,18 @@ def test_a_token_near_its_expiry_is_refreshed_and_a_revoked_one_says_run_burla_l
     credentials.save(credentials.SavedCredentials(installed.url, old, time.time() + 3600))
     with pytest.raises(UnauthorizedError, match="run `burla login`"):
         credentials.refresh_if_due()
+
+
+def test_burla_login_where_no_browser_opens_falls_back_to_a_code(installed, chromium, user_env):
+    context, page = signed_in_browser(chromium, installed, user_env)
+    try:
+        no_browser_here = {**user_env, "BROWSER": "false"}  # the browser command fails, as over SSH
+        login = start("login", "--cluster-url", installed.url, env=no_browser_here)
+        authorize_url = printed_url(login, r"http://127\.0\.0\.1:\d+/authorize\?\S+")
+        assert "mode=code" in authorize_url and "port=" not in authorize_url, authorize_url
+        page.goto(authorize_url)
+        page.click("#authorize")
+        out, err = login.communicate(input=page.inner_text("#login-code") + "\n", timeout=60)
+    finally:
+        context.close()
+    assert login.returncode == 0, out + err
