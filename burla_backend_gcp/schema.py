@@ -120,6 +120,32 @@ JOB_FIELDS = (
     "python_path", "cwd",  # detached jobs: the caller's, for results whose types are the caller's
 )
 
+# Detached jobs' data (the cluster's bucket, under jobs/{job_id}/): the pickled JobSpec, the
+# inputs in chunks (msgpack lists of [input_index, payload]) and the results in chunks (the same
+# shape), each results chunk listed by a jobs/{job_id}/results/{seq:012d} document
+# {"seq": its first result's seq, "last_seq", "count", "object"}. Logs: jobs/{job_id}/logs/{seq:012d}
+# documents {"seq", "last_seq", "entries": [{"q": seq, "i": input_index, "s": stream, "t": text,
+# "w": time}...]} (Firestore has no arrays of arrays). Seqs count from 1.
+SPEC_OBJECT = "spec"
+RUNNER_LOST_SECONDS = 60.0  # a detached job's runner silent this long is taken for lost
+
+
+def job_object(job_id: str, name: str) -> str:
+    return f"jobs/{job_id}/{name}"
+
+
+def input_chunk_name(number: int) -> str:
+    return f"inputs-{number:06d}"
+
+
+def result_chunk_name(seq: int) -> str:
+    return f"results-{seq:012d}"
+
+
+def seq_document_id(seq: int) -> str:
+    return f"{seq:012d}"
+
+
 # --- user tokens -----------------------------------------------------------------------------
 TOKEN_PREFIX = "burla_"
 USER_TOKEN_SECONDS = 30 * 24 * 3600.0  # a token from `burla login` lasts 30 days

@@ -85,6 +85,8 @@ class Supervisor:
         self.ended = threading.Lock()  # held by whoever reports the end (once)
         self.reported = threading.Event()  # set once the end is reported
         self.agent: subprocess.Popen | None = None
+        self.runners: dict[str, subprocess.Popen] = {}  # detached jobs' runners this node hosts
+        self.runners_done: set[str] = set()
         self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-"))
         self.agent_log = self.workdir / "agent.log"
         from .. import clients
@@ -256,8 +258,13 @@ class Supervisor:
                     self.end(schema.FAILED, f"the node agent stopped answering ({error})")
                     return
                 continue
+            try:
+                hosting = self.tend_runners()
+            except Exception:  # Firestore unavailable for a beat: the runners go on, tended next beat
+                log.warning("tending the detached jobs' runners failed", exc_info=True)
+                hosting = bool(self.runners)
             now = time.monotonic()
-            if jobs:
+            if jobs or hosting:
                 idle_since = now
             elif now - idle_since >= a.idle_timeout_s:
                 self.end(schema.DELETED, f"idle for {a.idle_timeout_s:.0f} s")
@@ -266,6 +273,33 @@ class Supervisor:
             if self.stopping.is_set():
                 return
             self.write(status=status, heartbeat_at=time.time())
+
+    def tend_runners(self) -> bool:
+        """Start the runners the service assigned to this node (its document's `runners`), and
+        clear those that ended. True while any runs (the node is not idle then)."""
+        from google.cloud import firestore
+
+        from ..settings import CLUSTER_URL_ENV, TOKEN_ENV
+
+        assigned = (self.node.get().to_dict() or {}).get("runners") or {}
+        for job_id, info in assigned.items():
+            if job_id in self.runners or job_id in self.runners_done:
+                continue
+            env = dict(os.environ, **{CLUSTER_URL_ENV: info["cluster_url"], TOKEN_ENV: info["token"],
+                                      "BURLA_DATABASE": self.attributes.database, "GOOGLE_CLOUD_PROJECT": self.project})
+            with open(self.workdir / f"runner-{job_id}.log", "ab") as runner_log:
+                self.runners[job_id] = subprocess.Popen(
+                    [sys.executable, "-m", "burla_backend_gcp.runner", job_id], stdout=runner_log, stderr=runner_log,
+                    stdin=subprocess.DEVNULL, env=env)
+            self.log_line(f"started the runner of detached job {job_id}")
+        for job_id, process in list(self.runners.items()):
+            if process.poll() is None:
+                continue
+            del self.runners[job_id]
+            self.runners_done.add(job_id)
+            self.node.update({f"runners.`{job_id}`": firestore.DELETE_FIELD})
+            self.log_line(f"the runner of detached job {job_id} ended (status {process.returncode})")
+        return bool(self.runners)
 
     def watch_preemption(self) -> None:
         while not self.stopping.is_set():
