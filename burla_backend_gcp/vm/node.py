@@ -87,7 +87,8 @@ class Supervisor:
         self.agent: subprocess.Popen | None = None
         self.runners: dict[str, subprocess.Popen] = {}  # detached jobs' runners this node hosts
         self.runners_done: set[str] = set()
-        self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-"))
+        # Under HOME: on a VM the container's, on the stand-in the VM's own folder (removed with it).
+        self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-", dir=os.environ.get("HOME") or None))
         self.agent_log = self.workdir / "agent.log"
         from .. import clients
 
