@@ -90,10 +90,30 @@ class Supervisor:
         # Under HOME: on a VM the container's, on the stand-in the VM's own folder (removed with it).
         self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-", dir=os.environ.get("HOME") or None))
         self.agent_log = self.workdir / "agent.log"
+        # The Firestore client takes most of a second to import: made in a thread, while the
+        # secrets are read and the agent starts (`node` waits for it).
+        self._node = None
+        self._documents_ready = threading.Event()
+        self._documents_error: BaseException | None = None
+        threading.Thread(target=self._open_documents, name="firestore", daemon=True).start()
+
+    def _open_documents(self) -> None:
         from .. import clients
 
-        self.documents = clients.firestore(self.project, self.attributes.database)
-        self.node = self.documents.collection(schema.NODES).document(self.name)
+        try:
+            self._node = clients.firestore(self.project, self.attributes.database).collection(schema.NODES).document(self.name)
+        except BaseException as error:  # raised where the document is first needed
+            self._documents_error = error
+        finally:
+            self._documents_ready.set()
+
+    @property
+    def node(self):
+        """This node's Firestore document."""
+        self._documents_ready.wait()
+        if self._documents_error is not None:
+            raise self._documents_error
+        return self._node
 
     # --- the node document ---------------------------------------------------------------------
 
@@ -139,9 +159,7 @@ class Supervisor:
     def secret(self, name: str) -> str:
         from .. import clients
 
-        client = clients.secret_manager()
-        answer = client.access_secret_version(name=f"projects/{self.project}/secrets/{name}/versions/latest")
-        return answer.payload.data.decode()
+        return clients.access_secret_on_a_vm(self.project, name)
 
     def prepare_tls(self) -> tuple[str, str, str, str]:
         """(token file, certificate file, key file, CA PEM) for the agent, written 0600."""
@@ -220,7 +238,7 @@ class Supervisor:
 
     def run(self) -> int:
         a = self.attributes
-        self.write(boot_progress="starting the node agent", heartbeat_at=time.time())
+        threading.Thread(target=self.write, kwargs={"boot_progress": "starting the node agent"}, daemon=True).start()
         try:
             token_file, cert, key, _ = self.prepare_tls()
             url = self.start_agent(token_file, cert, key)
