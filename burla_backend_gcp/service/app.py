@@ -56,6 +56,8 @@ async def _start(app: web.Application) -> None:
     app[JOBS] = JobBook(app[STORE])
     app[REGISTRY] = NodeRegistry(app[STORE], app[GROWER], poll_s=settings.node_poll_s)
     await app[REGISTRY].start()
+    # The Compute Engine client takes a second to import: ready before the first grow needs it.
+    asyncio.get_running_loop().run_in_executor(None, app[GROWER].compute.warm)
     app[CHORES] = asyncio.create_task(_chores(app), name="burla-cluster-chores")
 
 
