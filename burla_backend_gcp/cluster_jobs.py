@@ -42,7 +42,7 @@ def record_from_wire(data: dict) -> JobRecord:
         created_at=float(data.get("created_at") or 0), started_at=data.get("started_at"), finished_at=data.get("ended_at"),
         creator_pid=None, runner_pid=None, cancel_requested=bool(data.get("cancel_requested")), cwd=data.get("cwd"),
         python_path=list(data.get("python_path") or []), error_index=data.get("error_index"),
-        error=ErrorInfo.from_wire(error) if isinstance(error, dict) else None,
+        error=ErrorInfo.from_wire(schema.error_from_json(error)) if isinstance(error, dict) else None,
     )
 
 

@@ -157,10 +157,15 @@ class ClusterJobWriter:
             except RuntimeError as failure:
                 status, error_index, error = schema.JOB_FAILED, None, error_info(failure, 0)
         values = {"status": status, "ended_at": time.time(), "running": 0, "done": self._done,
-                  "error": error.to_wire() if error is not None else None, "error_index": error_index}
-        if values["error"] is not None:
-            values["error"]["pickled"] = None  # a class the service cannot import; the text says it all
-        self.job.update(values)
+                  "error": schema.error_to_document(error.to_wire()) if error is not None else None,
+                  "error_index": error_index}
+        try:
+            self.job.update(values)
+        except Exception as failure:  # the end must be recorded: without the error's details, then
+            log.exception("recording how job %s ended failed", self.job_id)
+            self.job.update({"status": schema.JOB_FAILED if status == schema.JOB_DONE else status, "ended_at": time.time(),
+                             "running": 0, "error": {"type_name": "RunnerLost", "kind": "function",
+                                                     "message": f"recording how the job ended failed: {failure}"}})
 
 
 def input_chunks(bucket, job_id: str, chunks: int) -> Iterator[tuple[int, bytes]]:

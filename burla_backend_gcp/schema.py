@@ -130,6 +130,37 @@ SPEC_OBJECT = "spec"
 RUNNER_LOST_SECONDS = 60.0  # a detached job's runner silent this long is taken for lost
 
 
+def error_to_document(wire: dict) -> dict:
+    """An ErrorInfo's wire dict as Firestore keeps it: frames as maps (Firestore has no arrays of
+    arrays); the pickled exception stays bytes (the caller rebuilds it as its own type)."""
+    document = {key: value for key, value in wire.items() if key != "frames"}
+    document["frames"] = [{"file": f[0], "line": f[1], "function": f[2], "source": f[3]} for f in wire.get("frames") or []]
+    return document
+
+
+def error_to_json(document: dict | None) -> dict | None:
+    """The document as the service answers it (JSON): the pickled bytes in base64."""
+    if document is None:
+        return None
+    import base64
+
+    answer = {key: value for key, value in document.items() if key != "pickled"}
+    if document.get("pickled"):
+        answer["pickled_b64"] = base64.b64encode(document["pickled"]).decode()
+    return answer
+
+
+def error_from_json(answer: dict) -> dict:
+    """The wire dict back from the service's answer (burla_core.types.ErrorInfo.from_wire reads it)."""
+    import base64
+
+    wire = {key: value for key, value in answer.items() if key not in ("frames", "pickled_b64")}
+    wire["frames"] = [[f.get("file", ""), f.get("line", 0), f.get("function", ""), f.get("source", "")]
+                      for f in answer.get("frames") or []]
+    wire["pickled"] = base64.b64decode(answer["pickled_b64"]) if answer.get("pickled_b64") else None
+    return wire
+
+
 def job_object(job_id: str, name: str) -> str:
     return f"jobs/{job_id}/{name}"
 

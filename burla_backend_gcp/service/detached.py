@@ -62,7 +62,9 @@ async def owned_job(request: web.Request) -> dict:
 def record_wire(job: dict) -> dict:
     keys = ("job_id", "status", "user", "function_name", "total", "done", "failed", "running", "created_at",
             "started_at", "ended_at", "cancel_requested", "cwd", "python_path", "error", "error_index", "runner_node")
-    return {key: job.get(key) for key in keys}
+    answer = {key: job.get(key) for key in keys}
+    answer["error"] = schema.error_to_json(job.get("error"))
+    return answer
 
 
 @routes.post("/v1/detached")
@@ -180,9 +182,9 @@ def assign_runner(store, job: dict, node_id: str) -> None:
 
 
 def fail_job(store, job_id: str, message: str, type_name: str = "NodesFailedToBoot") -> None:
-    store.update_job(job_id, {"status": schema.JOB_FAILED, "ended_at": time.time(), "running": 0,
-                              "error": {"type_name": type_name, "message": message, "kind": "function", "traceback": "",
-                                        "frames": [], "exception_only": f"{type_name}: {message}", "pickled": None, "how": ""}})
+    error = {"type_name": type_name, "message": message, "kind": "function", "traceback": "", "frames": [],
+             "exception_only": f"{type_name}: {message}", "how": ""}
+    store.update_job(job_id, {"status": schema.JOB_FAILED, "ended_at": time.time(), "running": 0, "error": error})
     store.revoke_job_tokens(job_id)
 
 

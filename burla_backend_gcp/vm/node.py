@@ -92,7 +92,7 @@ class Supervisor:
         self.agent_log = self.workdir / "agent.log"
         # The Firestore client takes most of a second to import: made in a thread, while the
         # secrets are read and the agent starts (`node` waits for it).
-        self._node = None
+        self._documents = None
         self._documents_ready = threading.Event()
         self._documents_error: BaseException | None = None
         threading.Thread(target=self._open_documents, name="firestore", daemon=True).start()
@@ -101,7 +101,7 @@ class Supervisor:
         from .. import clients
 
         try:
-            self._node = clients.firestore(self.project, self.attributes.database).collection(schema.NODES).document(self.name)
+            self._documents = clients.firestore(self.project, self.attributes.database)
         except BaseException as error:  # raised where the document is first needed
             self._documents_error = error
         finally:
@@ -110,10 +110,15 @@ class Supervisor:
     @property
     def node(self):
         """This node's Firestore document."""
+        return self.documents.collection(schema.NODES).document(self.name)
+
+    @property
+    def documents(self):
+        """The cluster's Firestore database (waits for the client made in a thread)."""
         self._documents_ready.wait()
         if self._documents_error is not None:
             raise self._documents_error
-        return self._node
+        return self._documents
 
     # --- the node document ---------------------------------------------------------------------
 
@@ -318,7 +323,23 @@ class Supervisor:
             self.runners_done.add(job_id)
             self.node.update({f"runners.`{job_id}`": firestore.DELETE_FIELD})
             self.log_line(f"the runner of detached job {job_id} ended (status {process.returncode})")
+            if process.returncode != 0:
+                self.runner_failed(job_id, process.returncode)
         return bool(self.runners)
+
+    def runner_failed(self, job_id: str, status: int) -> None:
+        """A runner that crashed before recording how its job ended: the job failed, with why."""
+        job = self.documents.collection(schema.JOBS).document(job_id)
+        if (job.get().to_dict() or {}).get("status") in schema.JOB_FINISHED:
+            return
+        try:
+            tail = (self.workdir / f"runner-{job_id}.log").read_text(errors="replace")[-1500:].strip()
+        except OSError:
+            tail = "(no output)"
+        message = f"the runner of job {job_id} on node {self.name} exited with status {status}: {tail}"
+        job.update({"status": schema.JOB_FAILED, "ended_at": time.time(), "running": 0,
+                    "error": {"type_name": "RunnerLost", "kind": "function", "message": message, "traceback": "",
+                              "exception_only": f"RunnerLost: {message}", "how": "", "frames": []}})
 
     def watch_preemption(self) -> None:
         while not self.stopping.is_set():
