@@ -53,6 +53,7 @@ def node_info(node: dict, access: NodeAccess) -> NodeInfo:
 
 class GcpProvisioner(Provisioner):
     honours = frozenset({"grow", "region", "disk_gb"})
+    runs_detached = True  # detach=True jobs live on the cluster (cluster_jobs.py, runner.py)
 
     def __init__(self, options: dict | None = None) -> None:
         super().__init__(options)
@@ -82,6 +83,12 @@ class GcpProvisioner(Provisioner):
         watch = JobWatch(self, membership, {node.node_id for node in nodes})
         self._watcher = threading.Thread(target=watch.run, args=(job,), name=f"burla-gcp-watch-{self.job_id}", daemon=True)
         self._watcher.start()
+
+    def run_detached(self, job: JobSpec, indexed_inputs, input_count, *, generator: bool, spinner: bool):
+        from .cluster_jobs import follow, submit_detached
+
+        total = submit_detached(self.settings, job, indexed_inputs)
+        return follow(self.settings, job, total, generator=generator, spinner=spinner)
 
     def release_idle(self) -> None:
         """The job is over: stop watching, and tell the service (in a thread of its own, which

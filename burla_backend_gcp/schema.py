@@ -120,6 +120,63 @@ JOB_FIELDS = (
     "python_path", "cwd",  # detached jobs: the caller's, for results whose types are the caller's
 )
 
+# Detached jobs' data (the cluster's bucket, under jobs/{job_id}/): the pickled JobSpec, the
+# inputs in chunks (msgpack lists of [input_index, payload]) and the results in chunks (the same
+# shape), each results chunk listed by a jobs/{job_id}/results/{seq:012d} document
+# {"seq": its first result's seq, "last_seq", "count", "object"}. Logs: jobs/{job_id}/logs/{seq:012d}
+# documents {"seq", "last_seq", "entries": [{"q": seq, "i": input_index, "s": stream, "t": text,
+# "w": time}...]} (Firestore has no arrays of arrays). Seqs count from 1.
+SPEC_OBJECT = "spec"
+RUNNER_LOST_SECONDS = 60.0  # a detached job's runner silent this long is taken for lost
+
+
+def error_to_document(wire: dict) -> dict:
+    """An ErrorInfo's wire dict as Firestore keeps it: frames as maps (Firestore has no arrays of
+    arrays); the pickled exception stays bytes (the caller rebuilds it as its own type)."""
+    document = {key: value for key, value in wire.items() if key != "frames"}
+    document["frames"] = [{"file": f[0], "line": f[1], "function": f[2], "source": f[3]} for f in wire.get("frames") or []]
+    return document
+
+
+def error_to_json(document: dict | None) -> dict | None:
+    """The document as the service answers it (JSON): the pickled bytes in base64."""
+    if document is None:
+        return None
+    import base64
+
+    answer = {key: value for key, value in document.items() if key != "pickled"}
+    if document.get("pickled"):
+        answer["pickled_b64"] = base64.b64encode(document["pickled"]).decode()
+    return answer
+
+
+def error_from_json(answer: dict) -> dict:
+    """The wire dict back from the service's answer (burla_core.types.ErrorInfo.from_wire reads it)."""
+    import base64
+
+    wire = {key: value for key, value in answer.items() if key not in ("frames", "pickled_b64")}
+    wire["frames"] = [[f.get("file", ""), f.get("line", 0), f.get("function", ""), f.get("source", "")]
+                      for f in answer.get("frames") or []]
+    wire["pickled"] = base64.b64decode(answer["pickled_b64"]) if answer.get("pickled_b64") else None
+    return wire
+
+
+def job_object(job_id: str, name: str) -> str:
+    return f"jobs/{job_id}/{name}"
+
+
+def input_chunk_name(number: int) -> str:
+    return f"inputs-{number:06d}"
+
+
+def result_chunk_name(seq: int) -> str:
+    return f"results-{seq:012d}"
+
+
+def seq_document_id(seq: int) -> str:
+    return f"{seq:012d}"
+
+
 # --- user tokens -----------------------------------------------------------------------------
 TOKEN_PREFIX = "burla_"
 USER_TOKEN_SECONDS = 30 * 24 * 3600.0  # a token from `burla login` lasts 30 days

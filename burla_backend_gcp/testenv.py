@@ -70,7 +70,7 @@ def running_cluster(nodes: int = TEST_NODES, boot_delay_s: float = 0.2, config: 
         os.environ["FIRESTORE_EMULATOR_HOST"] = standin.firestore_emulator.host
         try:
             cluster = set_up(standin.project_id, config=config, admin_email=ADMIN, credentials=standin.credentials(),
-                             endpoint=standin.url)
+                             endpoint=standin.url, service_env={"BURLA_NODE_POLL_SECONDS": "0.2"})
             if nodes:
                 cluster.boot(nodes, default_image())
             yield RunningCluster(standin, cluster, cluster.issue_token(TEST_USER, 7 * 24 * 3600))

@@ -58,6 +58,18 @@ class Provisioner(ABC):
         JobCanceled names it. The default never stops a job."""
         return None
 
+    #: True when the backend keeps detach=True jobs itself (on its cluster, so that they outlive
+    #: the caller's machine) through `run_detached`; False (the default): they run in a process
+    #: on the caller's machine, with the local job store (burla_core.detach).
+    runs_detached: bool = False
+
+    def run_detached(self, job: JobSpec, indexed_inputs: Iterator[tuple[int, Any]], input_count: int | None, *,
+                     generator: bool, spinner: bool) -> Any:
+        """Store the job where the backend runs it, start it, and follow it like a normal call
+        (logs printed, results in input order or, with `generator`, as they complete); stopping
+        the caller stops only the following. Only called when `runs_detached`."""
+        raise NotImplementedError(f"{type(self).__name__} does not run detached jobs itself")
+
 
 class NodeSession(ABC):
     """One job on one node. Methods never block for long: results come back as events.

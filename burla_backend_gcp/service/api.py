@@ -131,9 +131,8 @@ async def job_started(request: web.Request) -> web.Response:
         call = Call.from_wire(job["call"])
         answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, wanted)
         values["grow_failures"] = answer["failures"]
-        # The registry must know the nodes now booting before the job counts as grown: a watch
-        # answered in between would see neither and end the job's growth with no node.
-        await app[REGISTRY].refresh()
+        values["grown_nodes"] = [item["node_id"] for item in answer["booting"]]
+        await app[REGISTRY].refresh()  # its watchers see the new nodes booting from now on
     values["grow_requested"] = True
     app[JOBS].update(job["job_id"], values)
     return web.json_response(answer)
@@ -157,6 +156,9 @@ def job_view(job: dict, nodes: dict[str, dict], version: int) -> dict:
             ended.append({"node_id": node["node_id"], "status": status, "reason": node.get("status_reason") or ""})
             if status == schema.FAILED and mine:
                 failures.append(node.get("status_reason") or f"{node['node_id']} failed to boot")
+    for node_id in job.get("grown_nodes") or []:
+        if node_id not in nodes:  # made, but not yet read back from Firestore
+            booting.append({"node_id": node_id, "progress": "creating its VM", "slots": 0, "machine_type": None})
     growing = bool(job.get("grow")) and (not job.get("grow_requested") or bool(booting))
     return {"version": version, "nodes": fitting, "booting": booting, "ended": ended, "failures": failures,
             "growing": growing}

@@ -12,6 +12,9 @@ when the app starts (on_startup), so building the app touches no Google API.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from aiohttp import web
 
 from .auth import (AUTHENTICATORS, TOKEN_CACHE, GoogleAdminCheck, TokenCache, authenticate, google_admin_authenticator,
@@ -24,7 +27,11 @@ REGISTRY = web.AppKey("registry", object)  # registry.NodeRegistry
 GROWER = web.AppKey("grower", object)  # grow.Grower
 JOBS = web.AppKey("jobs", object)  # jobs.JobBook
 
-MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's limit on an HTTP/1 request
+CHORES = web.AppKey("chores", asyncio.Task)
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+CHORE_SECONDS = 1.0
+log = logging.getLogger("burla.cluster")  # Cloud Run's limit on an HTTP/1 request
 
 
 @public
@@ -50,9 +57,29 @@ async def _start(app: web.Application) -> None:
     app[JOBS] = JobBook(app[STORE])
     app[REGISTRY] = NodeRegistry(app[STORE], app[GROWER], poll_s=settings.node_poll_s)
     await app[REGISTRY].start()
+    # The Compute Engine client takes a second to import: ready before the first grow needs it.
+    asyncio.get_running_loop().run_in_executor(None, app[GROWER].compute.warm)
+    app[CHORES] = asyncio.create_task(_chores(app), name="burla-cluster-chores")
+
+
+async def _chores(app: web.Application) -> None:
+    """What the service does between requests: place detached jobs' runners once a node serves,
+    notice runners that went silent."""
+    from .detached import place_waiting_runners
+
+    while True:
+        await asyncio.sleep(CHORE_SECONDS)
+        try:
+            await place_waiting_runners(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("placing detached jobs' runners failed", exc_info=True)
 
 
 async def _stop(app: web.Application) -> None:
+    if CHORES in app:
+        app[CHORES].cancel()
     if REGISTRY in app:
         await app[REGISTRY].stop()
     if GROWER in app:

@@ -79,6 +79,15 @@ class Compute:
                 self._machine_types = clients.machine_types()
             return self._instances, self._operations, self._machine_types
 
+    def warm(self) -> None:
+        """Build the clients now (a failure is logged, and retried when they are needed)."""
+        try:
+            self._clients()
+        except Exception:
+            import logging
+
+            logging.getLogger("burla.cluster").warning("preparing the Compute Engine clients failed", exc_info=True)
+
     def create(self, zone: str, instance: Any) -> None:
         """Create the VM and wait for its operation; GcpOperationFailed carries GCE's reasons."""
         instances, operations, _ = self._clients()

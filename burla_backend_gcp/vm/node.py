@@ -85,12 +85,40 @@ class Supervisor:
         self.ended = threading.Lock()  # held by whoever reports the end (once)
         self.reported = threading.Event()  # set once the end is reported
         self.agent: subprocess.Popen | None = None
-        self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-"))
+        self.runners: dict[str, subprocess.Popen] = {}  # detached jobs' runners this node hosts
+        self.runners_done: set[str] = set()
+        # Under HOME: on a VM the container's, on the stand-in the VM's own folder (removed with it).
+        self.workdir = Path(tempfile.mkdtemp(prefix="burla-node-", dir=os.environ.get("HOME") or None))
         self.agent_log = self.workdir / "agent.log"
+        # The Firestore client takes most of a second to import: made in a thread, while the
+        # secrets are read and the agent starts (`node` waits for it).
+        self._documents = None
+        self._documents_ready = threading.Event()
+        self._documents_error: BaseException | None = None
+        threading.Thread(target=self._open_documents, name="firestore", daemon=True).start()
+
+    def _open_documents(self) -> None:
         from .. import clients
 
-        self.documents = clients.firestore(self.project, self.attributes.database)
-        self.node = self.documents.collection(schema.NODES).document(self.name)
+        try:
+            self._documents = clients.firestore(self.project, self.attributes.database)
+        except BaseException as error:  # raised where the document is first needed
+            self._documents_error = error
+        finally:
+            self._documents_ready.set()
+
+    @property
+    def node(self):
+        """This node's Firestore document."""
+        return self.documents.collection(schema.NODES).document(self.name)
+
+    @property
+    def documents(self):
+        """The cluster's Firestore database (waits for the client made in a thread)."""
+        self._documents_ready.wait()
+        if self._documents_error is not None:
+            raise self._documents_error
+        return self._documents
 
     # --- the node document ---------------------------------------------------------------------
 
@@ -136,9 +164,7 @@ class Supervisor:
     def secret(self, name: str) -> str:
         from .. import clients
 
-        client = clients.secret_manager()
-        answer = client.access_secret_version(name=f"projects/{self.project}/secrets/{name}/versions/latest")
-        return answer.payload.data.decode()
+        return clients.access_secret_on_a_vm(self.project, name)
 
     def prepare_tls(self) -> tuple[str, str, str, str]:
         """(token file, certificate file, key file, CA PEM) for the agent, written 0600."""
@@ -217,7 +243,7 @@ class Supervisor:
 
     def run(self) -> int:
         a = self.attributes
-        self.write(boot_progress="starting the node agent", heartbeat_at=time.time())
+        threading.Thread(target=self.write, kwargs={"boot_progress": "starting the node agent"}, daemon=True).start()
         try:
             token_file, cert, key, _ = self.prepare_tls()
             url = self.start_agent(token_file, cert, key)
@@ -259,8 +285,13 @@ class Supervisor:
                     self.end(schema.FAILED, f"the node agent stopped answering ({error})")
                     return
                 continue
+            try:
+                hosting = self.tend_runners()
+            except Exception:  # Firestore unavailable for a beat: the runners go on, tended next beat
+                log.warning("tending the detached jobs' runners failed", exc_info=True)
+                hosting = bool(self.runners)
             now = time.monotonic()
-            if jobs:
+            if jobs or hosting:
                 idle_since = now
             elif now - idle_since >= a.idle_timeout_s:
                 self.end(schema.DELETED, f"idle for {a.idle_timeout_s:.0f} s")
@@ -271,6 +302,49 @@ class Supervisor:
             # The dashboard's view of the node: its machine's use, and since when it is idle.
             self.write(status=status, heartbeat_at=time.time(), **usage.sample(),
                        idle_since=None if jobs else time.time() - (now - idle_since))
+
+    def tend_runners(self) -> bool:
+        """Start the runners the service assigned to this node (its document's `runners`), and
+        clear those that ended. True while any runs (the node is not idle then)."""
+        from google.cloud import firestore
+
+        from ..settings import CLUSTER_URL_ENV, TOKEN_ENV
+
+        assigned = (self.node.get().to_dict() or {}).get("runners") or {}
+        for job_id, info in assigned.items():
+            if job_id in self.runners or job_id in self.runners_done:
+                continue
+            env = dict(os.environ, **{CLUSTER_URL_ENV: info["cluster_url"], TOKEN_ENV: info["token"],
+                                      "BURLA_DATABASE": self.attributes.database, "GOOGLE_CLOUD_PROJECT": self.project})
+            with open(self.workdir / f"runner-{job_id}.log", "ab") as runner_log:
+                self.runners[job_id] = subprocess.Popen(
+                    [sys.executable, "-m", "burla_backend_gcp.runner", job_id], stdout=runner_log, stderr=runner_log,
+                    stdin=subprocess.DEVNULL, env=env)
+            self.log_line(f"started the runner of detached job {job_id}")
+        for job_id, process in list(self.runners.items()):
+            if process.poll() is None:
+                continue
+            del self.runners[job_id]
+            self.runners_done.add(job_id)
+            self.node.update({f"runners.`{job_id}`": firestore.DELETE_FIELD})
+            self.log_line(f"the runner of detached job {job_id} ended (status {process.returncode})")
+            if process.returncode != 0:
+                self.runner_failed(job_id, process.returncode)
+        return bool(self.runners)
+
+    def runner_failed(self, job_id: str, status: int) -> None:
+        """A runner that crashed before recording how its job ended: the job failed, with why."""
+        job = self.documents.collection(schema.JOBS).document(job_id)
+        if (job.get().to_dict() or {}).get("status") in schema.JOB_FINISHED:
+            return
+        try:
+            tail = (self.workdir / f"runner-{job_id}.log").read_text(errors="replace")[-1500:].strip()
+        except OSError:
+            tail = "(no output)"
+        message = f"the runner of job {job_id} on node {self.name} exited with status {status}: {tail}"
+        job.update({"status": schema.JOB_FAILED, "ended_at": time.time(), "running": 0,
+                    "error": {"type_name": "RunnerLost", "kind": "function", "message": message, "traceback": "",
+                              "exception_only": f"RunnerLost: {message}", "how": "", "frames": []}})
 
     def watch_preemption(self) -> None:
         while not self.stopping.is_set():

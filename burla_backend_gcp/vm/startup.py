@@ -46,8 +46,11 @@ DATABASE=@DATABASE@
 
 METADATA="${BURLA_METADATA_URL:-http://metadata.google.internal}/computeMetadata/v1"
 FIRESTORE="https://firestore.googleapis.com"
+FIRESTORE_TOKEN=""  # empty: the VM's own access token
 if [ -n "${FIRESTORE_EMULATOR_HOST:-}" ]; then
+    # Google's emulator, as its client libraries use it: plain HTTP, the "owner" credential.
     FIRESTORE="http://${FIRESTORE_EMULATOR_HOST}"
+    FIRESTORE_TOKEN="owner"
 fi
 COMPUTE="${BURLA_GCP_STANDIN:-https://compute.googleapis.com}"
 
@@ -80,7 +83,7 @@ fail() {
 print(json.dumps({"fields": {"status": {"stringValue": "FAILED"}, "status_reason": {"stringValue": sys.argv[1]},
                              "ended_at": {"doubleValue": time.time()}}}))' "$why")"
     fields="updateMask.fieldPaths=status&updateMask.fieldPaths=status_reason&updateMask.fieldPaths=ended_at"
-    curl -sS -X PATCH -H "Authorization: Bearer $token" -H "Content-Type: application/json" -d "$body" \
+    curl -sS -X PATCH -H "Authorization: Bearer ${FIRESTORE_TOKEN:-$token}" -H "Content-Type: application/json" -d "$body" \
         "$FIRESTORE/v1/projects/$PROJECT/databases/$DATABASE/documents/nodes/$NAME?$fields" >/dev/null \
         || log "could not write the node document"
     curl -sS -X DELETE -H "Authorization: Bearer $token" \
