@@ -73,16 +73,15 @@ def save(credentials: SavedCredentials, path: Path | None = None) -> Path:
 def refresh_if_due(path: Path | None = None, *, now: float | None = None,
                    margin_s: float = schema.TOKEN_REFRESH_SECONDS) -> SavedCredentials | None:
     """Refresh the saved token if it expires within `margin_s`; the credentials now saved (None
-    if there are none). A token the cluster refuses raises UnauthorizedError ("run burla login")."""
+    if there are none). A token the cluster refuses raises UnauthorizedError ("run burla login");
+    an expired one is left for settings.py to refuse, with its date."""
     path = path or credentials_path()
     saved = read(path)
     if saved is None:
         return None
     now = time.time() if now is None else now
-    if saved.expires_at <= now:
-        raise UnauthorizedError(f"your burla token for {saved.cluster_url} has expired: run `burla login`")
-    if saved.expires_at - now > margin_s:
-        return saved
+    if saved.expires_at <= now or saved.expires_at - now > margin_s:
+        return saved  # an expired one cannot be refreshed: its reader says when it expired, and to log in
     try:
         answer = post_json(saved.cluster_url + "/v1/tokens/refresh", {}, token=saved.token)
     except ClusterRefused as refused:
