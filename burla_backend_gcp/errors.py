@@ -50,3 +50,34 @@ class GcpCredentialsMissing(BurlaError):
 
 class GcpStandinMisconfigured(BurlaError):
     """The stand-in was asked for (BURLA_GCP_STANDIN) but a piece it needs is not set."""
+
+
+class InstallError(BurlaError):
+    """`burla install` / `burla uninstall` cannot go on; the message says why and what to do."""
+
+
+class InstallPrerequisiteMissing(InstallError):
+    """gcloud, the user's Google login or the gcloud project is missing (the message holds the
+    command that fixes it)."""
+
+
+class InstallPermissionsMissing(InstallError):
+    """The installer's account lacks permissions on the project; `missing` names each one. Raised
+    before anything was changed."""
+
+    def __init__(self, project: str, account: str, missing: list[str], *, uninstall: bool = False,
+                 message: str = ""):
+        self.project = project
+        self.account = account
+        self.missing = list(missing)
+        self.uninstall = uninstall
+        super().__init__(message or f"missing permissions on project {project}: {', '.join(missing)}")
+
+
+class ClusterUnreachable(BurlaError):
+    """The cluster service could not be reached (after retries); the message names its URL."""
+
+
+class LoginError(BurlaError):
+    """`burla login` or `burla dashboard` could not finish; the message says what to do (sign in to
+    the dashboard first, ask an admin, run it again)."""

@@ -18,20 +18,23 @@ from burla_core.jobstore import CANCELED, FAILED, JobRecord, JobStore, UnknownJo
 from burla_core.processes import process_alive
 from burla_core.serialization import render_traceback
 
+from .jobsources import AllJobs, cluster_source
 from .params import BurlaGroup, Duration, FiniteFloat
 
 FOLLOW_POLL_SECONDS = 0.2
 CANCEL_WAIT_SECONDS = 15.0
 
 
-def _open_store() -> JobStore:
+def _open_store() -> AllJobs:
+    """The local job store, with the gcp cluster's jobs when this machine is logged into one."""
     try:
-        return JobStore()
+        local = JobStore()
     except Exception as error:  # a corrupt file, a read-only disk
         raise click.ClickException(f"cannot open the job store: {error}") from error
+    return AllJobs(local, cluster_source())
 
 
-def _find(store: JobStore, job_id: str) -> JobRecord:
+def _find(store: AllJobs, job_id: str) -> JobRecord:
     """The job (by id or unique id prefix), with a dead runner noticed."""
     try:
         record = store.get(store.resolve_id(job_id))
@@ -87,7 +90,9 @@ def jobs(ctx: click.Context, limit: int, show_all: bool) -> None:
     A job started with remote_parallel_map(..., detach=True) runs in a background process and
     keeps running when the program that started it stops (Ctrl-C, a closed terminal, a kill).
     Its status, logs, results and error are kept on this machine, in jobs.sqlite3 in Burla's
-    data directory ($BURLA_DATA_DIR overrides it).
+    data directory ($BURLA_DATA_DIR overrides it). On backend "gcp" the job runs on the
+    cluster instead, which keeps them: they are listed here on any machine logged into it
+    (`burla login`), even with the machine that started the job switched off.
 
     With no subcommand, lists the newest jobs first: id, status, function, done/total,
     when it was created and how long ago.

@@ -1,5 +1,5 @@
-"""The `burla` command: `burla install` and `burla login` (the gcp backend's), `burla jobs`, and
-`burla node` (the node agent of the `nodes` backend)."""
+"""The `burla` command: `burla install`, `uninstall`, `dashboard` and `login` (the gcp backend's),
+`burla jobs`, and `burla node` (the node agent of the `nodes` backend)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import click
 
 from burla_core import __version__
 
-from .cluster import install, login
+from .cluster import dashboard, install, login, uninstall
 from .gcp_commands import gcp
 from .jobs import jobs
 from .node_commands import node
@@ -45,6 +45,8 @@ def cli() -> None:
 
 
 cli.add_command(install)
+cli.add_command(uninstall)
+cli.add_command(dashboard)
 cli.add_command(login)
 cli.add_command(jobs)
 cli.add_command(node)

@@ -110,12 +110,13 @@ def prepare_job(
         function_bytes=function_bytes,
         function_name=getattr(function_, "__qualname__", None) or type(function_).__name__,
         resources=ResourceRequest(
-            func_cpu, func_ram, gpu_family, image, region=region, disk_gb=disk_gb, func_gpu_name=func_gpu
+            func_cpu, func_ram, gpu_family, image, region=region, disk_gb=disk_gb, func_gpu_name=func_gpu, grow=grow
         ),
         max_parallelism=max_parallelism,
         detach=detach,
         grow=grow,
         raise_errors=raise_errors,
         options=dict(backend_options or {}),
+        input_count=input_count,
     )
     return job, records, input_count, enumerate(inputs)

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 
 from .console import Console
 from .errors import BurlaError, JobCanceled, RemoteTraceback
-from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobStore
+from .jobstore import CANCELED, DONE, FAILED, JobRecord, JobSource, JobStore
 from .jobwriter import JobWriter
 from .run import start_run
 from .serialization import as_one_pickle, dumps_input, error_info, exception_for, load_result, rebuild_exception
@@ -47,8 +47,11 @@ def run_detached(
     spinner: bool,
 ) -> list | Iterator:
     """Store the job, start its runner, and wait for it like a normal call would."""
+    provisioner = records[0].factory(job.options)
+    if provisioner.runs_detached:  # the backend keeps it (on its cluster): not this machine
+        return provisioner.run_detached(job, indexed_inputs, input_count, generator=generator, spinner=spinner)
     # A request no node can satisfy fails here, at once, not later in the runner.
-    records[0].factory(job.options).eligible_nodes(job.resources)
+    provisioner.eligible_nodes(job.resources)
     store = JobStore()
     python_path = caller_python_path()
     store.create_job(job, records[0].name, input_count, os.getcwd(), python_path)
@@ -144,7 +147,7 @@ class DetachedTail:
     """The caller's view of a detached job: prints its logs, hands back its results, raises its
     error. Stopping early (Ctrl-C, closing the generator) leaves the job running."""
 
-    def __init__(self, store: JobStore, job: JobSpec, runner: subprocess.Popen | None, total: int, spinner: bool) -> None:
+    def __init__(self, store: JobSource, job: JobSpec, runner: subprocess.Popen | None, total: int, spinner: bool) -> None:
         self.store = store
         self.job = job
         self.job_id = job.job_id

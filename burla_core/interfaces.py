@@ -52,6 +52,24 @@ class Provisioner(ABC):
     def release_idle(self) -> None:
         """Let idle nodes go (called after every job); the default keeps them."""
 
+    def stop_requested(self, job: JobSpec) -> str | None:
+        """Asked between the job's events (about ten times a second: answer from memory). A reason,
+        such as "stopped from the dashboard", cancels the job as Ctrl-C would, and the caller's
+        JobCanceled names it. The default never stops a job."""
+        return None
+
+    #: True when the backend keeps detach=True jobs itself (on its cluster, so that they outlive
+    #: the caller's machine) through `run_detached`; False (the default): they run in a process
+    #: on the caller's machine, with the local job store (burla_core.detach).
+    runs_detached: bool = False
+
+    def run_detached(self, job: JobSpec, indexed_inputs: Iterator[tuple[int, Any]], input_count: int | None, *,
+                     generator: bool, spinner: bool) -> Any:
+        """Store the job where the backend runs it, start it, and follow it like a normal call
+        (logs printed, results in input order or, with `generator`, as they complete); stopping
+        the caller stops only the following. Only called when `runs_detached`."""
+        raise NotImplementedError(f"{type(self).__name__} does not run detached jobs itself")
+
 
 class NodeSession(ABC):
     """One job on one node. Methods never block for long: results come back as events.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import dataclass
+from typing import Iterator, Protocol
 
 from .errors import BurlaError, NodeDisconnected
 from .types import ErrorInfo
@@ -127,3 +128,28 @@ class LogEntry:
     stream: int  # 1 stdout, 2 stderr
     text: str
     time: float
+
+
+class JobSource(Protocol):
+    """What readers of detached jobs use (`DetachedTail`, `burla jobs`): the local JobStore, or a
+    backend's own store of the jobs it runs on its cluster (the gcp backend's)."""
+
+    def resolve_id(self, job_id_or_prefix: str) -> str: ...
+
+    def get(self, job_id: str) -> JobRecord: ...
+
+    def list_jobs(self, limit: int | None = None) -> list[JobRecord]: ...
+
+    def check_alive(self, record: JobRecord, owner_exited: bool | None = None) -> JobRecord: ...
+
+    def logs_after(self, job_id: str, seq: int, limit: int = 1000) -> list[LogEntry]: ...
+
+    def results_after(self, job_id: str, seq: int) -> list[tuple[int, int, bytes]]: ...
+
+    def iter_results(self, job_id: str) -> Iterator[tuple[int, bytes]]: ...
+
+    def request_cancel(self, job_id: str) -> JobRecord: ...
+
+    def prune(self, finished_before: float | None = None) -> list[str]: ...
+
+    def close(self) -> None: ...

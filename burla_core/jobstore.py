@@ -46,6 +46,7 @@ from .jobrecords import (  # noqa: F401  (re-exported: readers import them from 
     SCHEMA_VERSION,
     STORE_FILE_NAME,
     JobRecord,
+    JobSource,
     LogEntry,
     RunnerLost,
     UnknownJob,

@@ -64,7 +64,8 @@ class JobRun:
         """`error_sink`, when given, receives the first ERROR's (input_index, ErrorInfo) instead
         of it being raised (the detached runner records it); the stream then ends and the rest
         of the job is canceled. `should_stop()` is asked between events (at least every 0.1 s):
-        True cancels the job as Ctrl-C would (the detached runner's `burla jobs cancel`)."""
+        True, or a reason, cancels the job as Ctrl-C would (the detached runner's `burla jobs
+        cancel`, a provisioner's `stop_requested`)."""
         self.should_stop = should_stop
         self.job = job
         self.scheduler = scheduler
@@ -86,8 +87,8 @@ class JobRun:
         self._pending_first = first
         self._finished = first is None
 
-    def _canceled(self) -> JobCanceled:
-        return JobCanceled(f"job {self.job.job_id} ({self.job.function_name}) was canceled (Ctrl-C)")
+    def _canceled(self, reason: str = "Ctrl-C") -> JobCanceled:
+        return JobCanceled(f"job {self.job.job_id} ({self.job.function_name}) was canceled ({reason})")
 
     def _stream(self) -> Iterator[tuple[int, Any]]:
         """(input_index, pickled result or Failed) in completion order; raises the first error
@@ -124,8 +125,11 @@ class JobRun:
                     console.notice(event[2])
                 console.update(progress)
                 event = None
-                if self.should_stop is not None and self.should_stop():
-                    raise KeyboardInterrupt
+                if self.should_stop is not None:
+                    stop = self.should_stop()
+                    if stop:
+                        self.events.close()
+                        raise self._canceled(stop if isinstance(stop, str) else "Ctrl-C")
         except KeyboardInterrupt as interrupt:
             if hasattr(interrupt, "burla_input_index"):
                 raise  # the function itself raised KeyboardInterrupt: that is its error
@@ -174,6 +178,7 @@ def start_run(
     provisioner_record, transport_record, scheduler_record = records
     provisioner = provisioner_record.factory(job.options)
     warn_unsupported(provisioner_record.name, provisioner.honours, job)
+    kwargs.setdefault("should_stop", lambda: provisioner.stop_requested(job))
     return JobRun(
         job,
         provisioner,

@@ -70,7 +70,9 @@ class NodeInfo:
 class ResourceRequest:
     """What one running call needs; the provisioner turns it into slots per node. `func_gpu` is
     the canonical family ("H100_80G"); `func_gpu_name` the name as the caller passed it ("H100"),
-    for messages. `region` and `disk_gb` apply to nodes booted for the call (grow=True)."""
+    for messages. `region` and `disk_gb` apply to nodes booted for the call; `grow` says whether
+    the call may boot nodes (grow=True), so that a provisioner with no fitting node ready can
+    raise NoCompatibleNodes at once when it may not."""
 
     func_cpu: int = 1
     func_ram: int = 4
@@ -79,6 +81,7 @@ class ResourceRequest:
     region: str | None = None
     disk_gb: int | None = None
     func_gpu_name: str | None = None
+    grow: bool = False
 
     def describe(self) -> str:
         """The request as the caller wrote it, for error messages."""
@@ -102,6 +105,7 @@ class JobSpec:
     grow: bool = False
     raise_errors: bool = True  # False: a failed input's exception is its result; the job goes on
     options: dict[str, Any] = field(default_factory=dict)  # backend_options
+    input_count: int | None = None  # len(inputs) when it has one: a hint (progress, dashboards), not a promise
 
 
 @dataclass

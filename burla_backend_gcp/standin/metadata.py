@@ -141,7 +141,8 @@ class MetadataServer:
             "attributes": dict(ident.attributes), "preempted": "TRUE" if ident.preempted else "FALSE",
             "maintenance-event": ident.maintenance_event,
             "service-accounts": {"default": account, ident.service_account: account},
-            "network-interfaces": {"0": {"ip": ident.network_ip, "network": f"projects/{ident.project_number}/networks/default"}},
+            "network-interfaces": {"0": {"ip": ident.network_ip, "network": f"projects/{ident.project_number}/networks/default",
+                                         "access-configs": {"0": {"external-ip": ident.network_ip, "type": "ONE_TO_ONE_NAT"}}}},
         }
         if ident.zone:
             instance["zone"] = f"projects/{ident.project_number}/zones/{ident.zone}"

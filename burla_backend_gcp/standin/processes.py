@@ -122,18 +122,24 @@ class Processes:
         return process
 
     def stop(self, process: subprocess.Popen, *, grace_s: float = 2.0) -> int | None:
-        """SIGTERM the process's group, SIGKILL it after `grace_s`; returns the exit status."""
+        """SIGTERM the process's group, SIGKILL what is left of it after `grace_s` (as a machine
+        shutting down gives its services time to stop: the whole group gets the grace, not only
+        its leader); returns the leader's exit status."""
         for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
             try:
                 os.killpg(process.pid, sig)
                 os.killpg(process.pid, signal.SIGCONT)  # a frozen group (a cut network) gets it too
             except (ProcessLookupError, PermissionError):
                 pass
+            deadline = time.monotonic() + wait_s
             try:
                 process.wait(timeout=wait_s)
-                break
             except subprocess.TimeoutExpired:
                 continue
+            while group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not group_alive(process.pid):
+                break
         # The leader may have exited before the rest of its group: make sure none is left, and
         # wait (boundedly: an orphan's zombie is its new parent's to reap) until they are gone.
         deadline = time.monotonic() + 5.0

@@ -13,6 +13,9 @@ stub commands first on its PATH, written here and nowhere else:
 - `systemd-run [--unit=NAME] [--property=…] CMD…`: starts CMD in the background inside the VM (its
   process group: deleting the VM stops it), output in `$VM_DIR/units/NAME.log`.
 - `sudo CMD…`: runs CMD (startup scripts run as root on GCE).
+- `python`, `python3`: this Python. `python -m pip install …` is recorded and succeeds without
+  installing anything: a real VM pip-installs burla from PyPI, a simulated one already imports it
+  from this checkout (the stand-in's own Python).
 
 The environment tells a script what it runs on: `BURLA_STANDIN_VM_NAME`, `_ZONE`,
 `_MACHINE_TYPE`, `_IMAGE`, `_GPUS` (`nvidia-tesla-a100:1`), `_CPUS`, `_MEMORY_MB` and `_DIR`.
@@ -123,6 +126,13 @@ subprocess.Popen(args, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
 print(f"Running as unit: {unit}.service", file=sys.stderr)
 """
 
+_PYTHON = r"""
+args = sys.argv[1:]
+if args[:3] == ["-m", "pip", "install"]:
+    sys.exit(0)  # recorded above; this Python already has the checkout's burla
+os.execv(REAL_PYTHON, [REAL_PYTHON] + args)  # noqa: F821 - defined above by write_stubs
+"""
+
 _SHELL_STUBS = {
     "apt-get": 'printf "%s\\n" "apt-get $*" >> "${BURLA_STANDIN_VM_DIR:-.}/seam.log"\nexit 0\n',
     "apt": 'printf "%s\\n" "apt $*" >> "${BURLA_STANDIN_VM_DIR:-.}/seam.log"\nexit 0\n',
@@ -141,7 +151,9 @@ def write_stubs(bin_dir: Path, *, has_gpus: bool) -> None:
     python = sys.executable
     table = {kind: [gpu.smi_name, gpu.memory_mib] for kind, gpu in ACCELERATORS.items()}
     nvidia_smi = f"ACCELERATORS = {json.dumps(table)}\n" + _NVIDIA_SMI
-    stubs = [("docker", _DOCKER), ("systemd-run", _SYSTEMD_RUN)] + ([("nvidia-smi", nvidia_smi)] if has_gpus else [])
+    python_stub = f"REAL_PYTHON = {python!r}\n" + _PYTHON
+    stubs = [("docker", _DOCKER), ("systemd-run", _SYSTEMD_RUN), ("python", python_stub), ("python3", python_stub)]
+    stubs += [("nvidia-smi", nvidia_smi)] if has_gpus else []
     for name, body in stubs:
         _write(bin_dir / name, _PYTHON_STUB_HEADER.format(python=python, name=name) + body)
     for name, body in _SHELL_STUBS.items():

@@ -112,7 +112,33 @@ class Router:
             raise fault
         self.standin.iam.require(call.member, permission,
                                  f"projects/_/buckets/{bucket}" if bucket else f"projects/{self.standin.project_id}")
-        return self.standin.storage.forward(call.method, call.full_path, call.raw_headers or {}, call.body)
+        resource = f"projects/_/buckets/{bucket}"
+        before = self.standin.iam.get_policy(resource) if bucket else None
+        if bucket and permission == "storage.buckets.setIamPolicy":
+            # The emulator only stores a bucket's policy; the stand-in's IAM enforces it (a
+            # bucket-level grant lets its members use the bucket, as on Google), and refuses
+            # unknown roles and members (400) before anything is stored.
+            self.standin.iam.set_policy(resource, _bucket_policy(call.body), check_etag=False)
+        answer = self.standin.storage.forward(call.method, call.full_path, call.raw_headers or {}, call.body)
+        if bucket and permission == "storage.buckets.setIamPolicy" and answer[0] != 200:
+            self.standin.iam.set_policy(resource, before, check_etag=False)
+        if bucket and permission == "storage.buckets.delete" and answer[0] in (200, 204):
+            self.standin.iam.drop_policy(resource)
+        return answer
+
+
+def _bucket_policy(body: bytes):
+    """A Cloud Storage JSON policy as the IAM message the stand-in's IAM keeps."""
+    from google.iam.v1 import policy_pb2
+
+    try:
+        stored = json.loads(body or b"{}")
+        policy = policy_pb2.Policy(version=int(stored.get("version") or 1))
+        for binding in stored.get("bindings") or []:
+            policy.bindings.add(role=binding["role"], members=list(binding.get("members") or []))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ApiError(400, f"Invalid bucket IAM policy: {error}") from None
+    return policy
 
 
 def serve(standin: "StandIn", router: Router, port: int = 0) -> ThreadingHTTPServer:

@@ -3,7 +3,7 @@
     scheduler thread                     client loop thread (loop.py)
     ────────────────                     ────────────────────────────────────────────────────
     open_session ──────────────────────► HttpSession._run: POST /v1/jobs, then the event stream
-    submit(batch) ──call_soon_threadsafe─► unfinished[batch] ─► uploaders (2) ─POST batches─► node
+    submit(batch) ──call_soon_threadsafe─► unfinished[batch] ─► uploader (in order) ─POST batches─► node
                                                         ▲ 429: wait and retry; 404: node restarted
     EventSink ◄── RESULTS / LOGS / ERROR ◄── only inputs still unfinished ◄── frames (seq) ◄── node
                                           acker: POST ack?seq= (at least every second) ────► node
@@ -43,7 +43,10 @@ from .protocol import HELLO, PARENT_JOB_ENV, ProtocolError, burla_version, pytho
 log = logging.getLogger("burla.node.session")
 
 RECONNECT_SECONDS = 0.2
-UPLOADERS_PER_SESSION = 2
+# One: a node gets its batches in the order the scheduler submitted them. With two, a read-ahead
+# batch could overtake a first-round one still uploading (a TLS handshake on a new connection)
+# and take the slot meant for it.
+UPLOADERS_PER_SESSION = 1
 ACK_INTERVAL = 0.05
 CALLER_HEARTBEAT_SECONDS = 1.0  # an ack at least this often, even with nothing new: "still here"
 CLOSE_SECONDS = 2.5

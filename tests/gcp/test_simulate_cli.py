@@ -30,7 +30,7 @@ def test_simulate_prints_a_working_environment_and_stops_on_ctrl_c():
                 exports[key] = shlex.split(value)[0]
         assert "BURLA_GCP_STANDIN" in exports, f"simulate printed no environment: {simulate.stderr.read()}"
         assert exports["BURLA_GCP_STANDIN"].startswith("http://127.0.0.1:"), exports
-        assert exports["GOOGLE_CLOUD_PROJECT"] == "sim-project"
+        assert exports["GOOGLE_CLOUD_PROJECT"] == exports["CLOUDSDK_CORE_PROJECT"] == "sim-project"
         script = textwrap.dedent("""
             from burla_backend_gcp import clients
             print(clients.resource_manager().get_project(name="projects/sim-project").project_id)

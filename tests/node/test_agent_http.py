@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -300,3 +301,41 @@ def test_unauthenticated_requests_do_not_keep_the_agent_up(make_agent, tmp_path)
             pass
         time.sleep(0.2)
     assert marker.exists()
+
+
+def start_and_say_who_started_before(work, index):
+    """Record that this input started, and which inputs had started before it; input 0 holds its
+    slot for a second, so the others run one after another in the node's other slot."""
+    before = sorted(name for name in os.listdir(work) if name.startswith("started-"))
+    open(os.path.join(work, f"started-{index}"), "w").close()
+    time.sleep(1.0 if index == 0 else 0.2)
+    return before
+
+
+def test_a_slow_upload_never_lets_a_later_batch_overtake_it(agent, node_token, tmp_path, monkeypatch):
+    """A node gets its batches in the order the scheduler submitted them. When the upload of the
+    second first-round batch was slow (a TLS handshake on a new connection), a read-ahead batch sent
+    beside it reached the node first and took the free slot: input 2 ran before input 1 (and in
+    the conformance suite input 1 waited behind it while input 0 waited for input 1)."""
+    from burla import remote_parallel_map
+    from burla_core.node.client import NodeClient
+
+    real_call = NodeClient.call
+    uploads = []
+
+    async def slow_second_upload(self, method, suffix, *args, **kwargs):
+        if method == "POST" and suffix.endswith("/batches"):
+            uploads.append(suffix)
+            if len(uploads) == 2:
+                await asyncio.sleep(0.5)
+        return await real_call(self, method, suffix, *args, **kwargs)
+
+    monkeypatch.setattr(NodeClient, "call", slow_second_upload)
+    monkeypatch.setenv("BURLA_NODE_TOKEN", node_token)
+    monkeypatch.setenv("BURLA_NODES", agent.url)
+    results = remote_parallel_map(start_and_say_who_started_before, [(str(tmp_path), i) for i in range(4)],
+                                  spinner=False, backend="nodes")
+    assert len(uploads) >= 3, f"the job should have been sent in several batches: {uploads}"
+    started_before_input_1 = results[1]
+    assert "started-2" not in started_before_input_1 and "started-3" not in started_before_input_1, (
+        f"a read-ahead batch overtook the first round: before input 1 started, these had: {started_before_input_1}")
