@@ -151,7 +151,7 @@ class Grower:
         boots = [self._prepare_boot(job_id, call, config, plan, zones, idle_timeout_s) for plan in planned]
         if boots:
             self.store.set_nodes({boot[0]["node_id"]: boot[1] for boot in boots})
-        for answer, _, create in boots:
+        for _, _, create in boots:
             self.pool.submit(*create)
         return [answer for answer, _, _ in boots]
 
