@@ -30,7 +30,7 @@ from pathlib import Path
 from burla_core.node.testing import AgentProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OWN_PACKAGES = ("burla", "burla_core", "burla_backend_local", "burla_backend_nodes", "burla_cli")
+OWN_PACKAGES = ("burla", "burla_core", "burla_backend_local", "burla_backend_nodes", "burla_backend_gcp", "burla_cli")
 
 
 def _normalize(name: str) -> str:
