@@ -192,10 +192,10 @@ def secret_manager(*, endpoint: str | None = None, credentials: "Credentials | N
     return secretmanager_v1.SecretManagerServiceClient(credentials=creds, client_options=options, transport="rest")
 
 
-def access_secret_on_a_vm(project: str, name: str, timeout_s: float = 30.0) -> str:
-    """The latest version of secret `name`, read over REST as the VM's service account (a token
-    from the metadata server), with the standard library only: a VM's node supervisor reads its
-    secrets before anything else and should not wait for the Secret Manager client to import."""
+def access_secrets_on_a_vm(project: str, names: list[str], timeout_s: float = 30.0) -> dict[str, str]:
+    """The latest versions of these secrets, read over REST as the VM's service account (one
+    token from the metadata server), with the standard library only: a VM's node supervisor reads
+    its secrets before anything else and should not wait for the Secret Manager client to import."""
     import base64
     import json
     import urllib.request
@@ -207,10 +207,13 @@ def access_secret_on_a_vm(project: str, name: str, timeout_s: float = 30.0) -> s
     with urllib.request.urlopen(request, timeout=timeout_s) as answer:
         token = json.loads(answer.read())["access_token"]
     base = standin_endpoint() or "https://secretmanager.googleapis.com"
-    request = urllib.request.Request(f"{base}/v1/projects/{project}/secrets/{name}/versions/latest:access",
-                                     headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-        return base64.b64decode(json.loads(answer.read())["payload"]["data"]).decode()
+    values = {}
+    for name in names:
+        request = urllib.request.Request(f"{base}/v1/projects/{project}/secrets/{name}/versions/latest:access",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            values[name] = base64.b64decode(json.loads(answer.read())["payload"]["data"]).decode()
+    return values
 
 
 def resource_manager(*, endpoint: str | None = None, credentials: "Credentials | None" = None):

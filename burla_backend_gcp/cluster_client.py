@@ -14,7 +14,6 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from typing import Any
 
 from burla_core.errors import BurlaError, NoCompatibleNodes, NoNodes, UnauthorizedError
 
@@ -59,21 +58,17 @@ class ClusterClient:
                 with urllib.request.urlopen(request, timeout=timeout_s, context=self._context(url)) as answer:
                     return json.loads(answer.read() or b"{}")
             except urllib.error.HTTPError as error:
-                payload = _error_payload(error)
                 if error.code < 500 or time.monotonic() > deadline:
-                    raise _typed(error.code, payload, self.settings) from None
-                problem = f"HTTP {error.code}: {payload.get('message', '')}"
+                    raise _typed(error.code, _error_payload(error), self.settings) from None
             except (urllib.error.URLError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                problem = f"{type(reason).__name__}: {reason}"
                 if time.monotonic() > deadline:
+                    reason = getattr(error, "reason", error)
                     raise ClusterUnreachable(
-                        f"cannot reach the burla cluster at {self.settings.cluster_url} ({problem}); check the URL "
-                        f"(from {self.settings.source}) and your network"
+                        f"cannot reach the burla cluster at {self.settings.cluster_url} ({type(reason).__name__}: "
+                        f"{reason}); check the URL (from {self.settings.source}) and your network"
                     ) from None
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-            _ = problem
 
 
 def _error_payload(error: urllib.error.HTTPError) -> dict:

@@ -98,7 +98,8 @@ NODE_FIELDS = (
     "grown_for",  # the job that booted it (grow=True), or None for the cluster's own nodes
     "idle_timeout_s",  # it deletes its VM after this long with no job
     "created_at", "ready_at", "heartbeat_at", "ended_at",
-    "runner_jobs",  # detached jobs whose runner this node hosts
+    "runners",  # {job_id: {token, cluster_url}}: detached jobs whose runner this node hosts
+    "planned_slots",  # while BOOTING: the calls of the job that grew it it will run at once
 )
 
 # --- job documents ---------------------------------------------------------------------------

@@ -57,8 +57,10 @@ def _call_of(body: dict) -> Call:
 async def _job_of(request: web.Request) -> dict:
     """The job the path names, if the caller may see it (its owner, its runner, an admin)."""
     job_id = request.match_info["job_id"]
-    job = await request.app[JOBS].get(job_id)
     caller = caller_of(request)
+    if caller.kind == schema.TOKEN_KIND_RUNNER and caller.job_id != job_id:
+        raise not_found(f"no job {job_id} on this cluster")  # a runner's token serves its own job only
+    job = await request.app[JOBS].get(job_id)
     if job is None or not (caller.admin or job.get("user") == caller.email or caller.job_id == job_id):
         raise not_found(f"no job {job_id} on this cluster")
     return job
@@ -194,8 +196,14 @@ async def end_job(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+def refuse_runners(request: web.Request) -> None:
+    if caller_of(request).kind == schema.TOKEN_KIND_RUNNER:
+        raise ApiFailure(403, "runner_token", "a detached job's runner token serves that job only")
+
+
 @routes.get("/v1/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
+    refuse_runners(request)
     registry = request.app[REGISTRY]
     await registry.refresh()
     return web.json_response({"nodes": list(registry.nodes.values())})

@@ -34,6 +34,7 @@ from ..fit import Call, slots_for, why_none_fit
 from .app import GROWER, REGISTRY, SETTINGS, STORE
 from .auth import caller_of
 from .firewall import admit_caller
+from .api import refuse_runners
 from .responses import ApiFailure, bad_request, json_body, not_found
 
 routes = web.RouteTableDef()
@@ -51,6 +52,7 @@ def cluster_url(request: web.Request) -> str:
 
 
 async def owned_job(request: web.Request) -> dict:
+    refuse_runners(request)
     job_id = request.match_info["job_id"]
     job = await asyncio.to_thread(request.app[STORE].job, job_id)
     caller = caller_of(request)
@@ -69,6 +71,7 @@ def record_wire(job: dict) -> dict:
 
 @routes.post("/v1/detached")
 async def create(request: web.Request) -> web.Response:
+    refuse_runners(request)
     body = await json_body(request)
     try:
         call = Call.from_wire(body.get("call"))
@@ -228,6 +231,7 @@ def check_runner(store, job: dict, nodes: dict[str, dict]) -> dict:
 
 @routes.get("/v1/detached")
 async def list_jobs(request: web.Request) -> web.Response:
+    refuse_runners(request)
     caller = caller_of(request)
     store, nodes = request.app[STORE], request.app[REGISTRY].nodes
     try:

@@ -118,7 +118,7 @@ class Grower:
             shapes = self.compute.family(zones[0], self.family_for(call, config))
             budget = config.cpu_quota - self.live_cpus()
             planned, shortfall = pack(shapes, call, wanted_slots, budget)
-            booting = [self._start_boot(job_id, call, config, plan, zones, idle_timeout_s) for plan in planned]
+            booting = self._start_boots(job_id, call, config, planned, zones, idle_timeout_s)
         return {"booting": booting, "failures": [shortfall] if shortfall else []}
 
     def boot_standing(self, count: int, image: str) -> dict:
@@ -132,7 +132,7 @@ class Grower:
         if not shapes:
             return {"booting": [], "failures": [f"machine type {config.machine_type!r} does not exist in {zones[:1]}"]}
         machine = shapes[0]
-        booting, failures = [], []
+        planned, failures = [], []
         with self._lock:
             budget = config.cpu_quota - self.live_cpus()
             for _ in range(count):
@@ -141,12 +141,22 @@ class Grower:
                                     f"few for another {machine.name}")
                     break
                 budget -= machine.cpus
-                plan = Planned(machine, machine_slots(machine, call) or 1)
-                booting.append(self._start_boot(None, call, config, plan, zones, None))
+                planned.append(Planned(machine, machine_slots(machine, call) or 1))
+            booting = self._start_boots(None, call, config, planned, zones, None)
         return {"booting": booting, "failures": failures}
 
-    def _start_boot(self, job_id, call: Call, config: schema.ClusterConfig, plan: Planned, zones: list[str],
-                    idle_timeout_s: float | None) -> dict:
+    def _start_boots(self, job_id, call: Call, config: schema.ClusterConfig, planned: list[Planned], zones: list[str],
+                     idle_timeout_s: float | None) -> list[dict]:
+        """A BOOTING document for each planned VM (written together), then each VM's creation."""
+        boots = [self._prepare_boot(job_id, call, config, plan, zones, idle_timeout_s) for plan in planned]
+        if boots:
+            self.store.set_nodes({boot[0]["node_id"]: boot[1] for boot in boots})
+        for _, _, create in boots:
+            self.pool.submit(*create)
+        return [answer for answer, _, _ in boots]
+
+    def _prepare_boot(self, job_id, call: Call, config: schema.ClusterConfig, plan: Planned, zones: list[str],
+                      idle_timeout_s: float | None) -> tuple[dict, dict, tuple]:
         node_id = f"burla-node-{uuid.uuid4().hex[:10]}"
         image = self.image_for(call, config)
         gpu = bool(call.resources.func_gpu)
@@ -157,12 +167,12 @@ class Grower:
             heartbeat_s=config.heartbeat_s, job_lease_s=config.job_lease_s, grown_for=job_id or "",
         )
         boot_image = config.gpu_boot_image if plan.machine.gpus else config.boot_image
-        self.store.set_node(node_id, {
+        document = {
             "node_id": node_id, "status": schema.BOOTING, "boot_progress": "creating its VM", "zone": zones[0],
             "machine_type": plan.machine.name, "spot": config.spot, "image": image, "boot_image": boot_image,
             "cpus": plan.machine.cpus, "ram_gb": attributes.ram_gb, "gpus": [], "address": None,
             "grown_for": job_id, "idle_timeout_s": idle, "created_at": time.time(), "planned_slots": plan.slots,
-        })
+        }
         script = startup_script(StartupConfig(image=image, package=config.node_package or f"burla-open[gcp-node]=={__version__}",
                                               gpu=gpu, database=self.settings.database))
         disk_gb = call.resources.disk_gb or config.disk_gb
@@ -173,8 +183,8 @@ class Grower:
                                  service_account=self.settings.node_service_account,
                                  attributes=attributes.to_metadata(), startup_script=script)
 
-        self.pool.submit(self._create, node_id, plan.machine.name, zones, instance)
-        return {"node_id": node_id, "machine_type": plan.machine.name, "slots": plan.slots}
+        answer = {"node_id": node_id, "machine_type": plan.machine.name, "slots": plan.slots}
+        return answer, document, (self._create, node_id, plan.machine.name, zones, instance)
 
     def _create(self, node_id: str, machine_type: str, zones: list[str], instance) -> None:
         reasons = []

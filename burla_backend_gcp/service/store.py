@@ -107,6 +107,13 @@ class ClusterStore:
     def set_node(self, node_id: str, values: dict) -> None:
         self.node_reference(node_id).set(values, merge=True)
 
+    def set_nodes(self, nodes: dict[str, dict]) -> None:
+        """Several node documents in one commit (a grow's VMs appear together)."""
+        batch = self.client.batch()
+        for node_id, values in nodes.items():
+            batch.set(self.node_reference(node_id), values, merge=True)
+        batch.commit()
+
     def add_node_log(self, node_id: str, text: str) -> None:
         self.node_reference(node_id).collection(schema.NODE_LOGS).add({"time": time.time(), "text": text})
 

@@ -56,6 +56,7 @@ class StandInConfig:
     enabled_services: tuple[str, ...] | None = None  # None: every API the stand-in serves
     provision_delay_s: float = 0.0  # insert → RUNNING
     boot_delay_s: float = 0.0  # RUNNING → the startup script starts
+    boot_stagger_s: float = 0.0  # a VM inserted while n others still boot waits n × this more
     stop_grace_s: float = 2.0  # SIGTERM → SIGKILL when a VM or revision stops
     preempt_grace_s: float = 1.0  # how long a preempted VM's shutdown-script may run
     operation_wait_s: float = 120.0  # how long `operations.wait` blocks before answering (GCE: ~2 min)

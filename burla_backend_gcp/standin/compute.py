@@ -56,6 +56,7 @@ class InstanceRecord:
     region: str
     family: str
     cpus: int
+    boot_delay_s: float = 0.0
 
 
 class ComputeApi:
@@ -195,6 +196,10 @@ class ComputeApi:
             quota = self._quota_error(region, family, spec.cpus)
             if quota is None and zone not in self.faults.stockouts:
                 record = self._new_record(project, zone, instance, spec, region, family)
+                # VMs asked for while others still boot come up later, one after another
+                booting = sum(1 for other in self._instances.values() if other.vm.script_started_at == 0.0
+                              and not other.vm.stopped.is_set())
+                record.boot_delay_s = self.standin.config.boot_delay_s + booting * self.standin.config.boot_stagger_s
                 self._instances[(zone, instance.name)] = record
         if quota is not None:
             self.operations.finish(f"zones/{zone}", op.name, errors=[quota], http_status=403,
@@ -294,7 +299,7 @@ class ComputeApi:
         finally:
             self.operations.finish(f"zones/{zone}", operation)
         metadata = self.standin.metadata_server(record.vm.identity)
-        record.vm.boot(self.standin.processes, metadata, delay_s=config.boot_delay_s,
+        record.vm.boot(self.standin.processes, metadata, delay_s=record.boot_delay_s,
                        extra_env=self.standin.child_environment())
 
     def get(self, call: Call, request: compute_v1.GetInstanceRequest) -> compute_v1.Instance:

@@ -161,17 +161,15 @@ class Supervisor:
 
     # --- secrets and TLS -------------------------------------------------------------------------
 
-    def secret(self, name: str) -> str:
-        from .. import clients
-
-        return clients.access_secret_on_a_vm(self.project, name)
-
     def prepare_tls(self) -> tuple[str, str, str, str]:
         """(token file, certificate file, key file, CA PEM) for the agent, written 0600."""
         from ..tls import KeyPair, node_certificate
 
-        token = self.secret(schema.NODE_TOKEN_SECRET).strip()
-        ca = KeyPair(self.secret(schema.CA_CERT_SECRET), self.secret(schema.CA_KEY_SECRET))
+        from .. import clients
+
+        values = clients.access_secrets_on_a_vm(self.project, list(schema.NODE_SECRETS))
+        token = values[schema.NODE_TOKEN_SECRET].strip()
+        ca = KeyPair(values[schema.CA_CERT_SECRET], values[schema.CA_KEY_SECRET])
         pair = node_certificate(ca, self.name, [self.internal_ip, self.external_ip])
         paths = []
         for file_name, text in (("token", token), ("node.pem", pair.cert_pem), ("node-key.pem", pair.key_pem)):

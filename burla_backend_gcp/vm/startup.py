@@ -55,7 +55,7 @@ fi
 COMPUTE="${BURLA_GCP_STANDIN:-https://compute.googleapis.com}"
 
 log() {
-    echo "burla-node-startup: $*"
+    echo "$(date -u +%H:%M:%S.%N | cut -c1-12) burla-node-startup: $*"
 }
 
 metadata() {
@@ -115,11 +115,10 @@ fi
 
 log "pulling $IMAGE"
 docker pull "$IMAGE" || fail "cannot pull the container image $IMAGE"
-docker rm -f burla-node >/dev/null 2>&1 || true
 
 log "starting the node supervisor in $IMAGE"
 set +e
-docker run --name burla-node --network host "${GPU_FLAGS[@]}" -e BURLA_NODE_PACKAGE="$PACKAGE" "$IMAGE" \
+docker run --rm --name burla-node --network host "${GPU_FLAGS[@]}" -e BURLA_NODE_PACKAGE="$PACKAGE" "$IMAGE" \
     sh -c 'python -m pip install --quiet --disable-pip-version-check "$BURLA_NODE_PACKAGE" && exec python -m burla_backend_gcp.vm.node'
 status=$?
 set -e

@@ -131,3 +131,17 @@ def test_the_service_module_runs_as_cloud_run_runs_its_container(gcp):
     service = run.get_service(name=f"projects/{gcp.standin.project_id}/locations/us-central1/services/{schema.SERVICE_NAME}")
     assert service.uri == gcp.cluster.url
     assert service.template.service_account.startswith(schema.SERVICE_ACCOUNT_ID + "@")
+
+
+def test_a_detached_jobs_runner_token_serves_that_job_only(gcp):
+    token = schema.new_token()
+    record = schema.UserToken(email="tester@example.com", expires_at=time.time() + 60, kind=schema.TOKEN_KIND_RUNNER,
+                              job_id="the-runners-job")
+    cluster_database(gcp).collection(schema.USER_TOKENS).document(schema.token_hash(token)).set(record.to_document())
+    assert http(gcp.cluster.url + "/v1/nodes", token=token)[1]["error"] == "runner_token"
+    assert http(gcp.cluster.url + "/v1/detached", token=token)[1]["error"] == "runner_token"
+    call = {"call": {"python": "3.11.7", "burla": "0.1.0", "grow": True}}
+    status, answer = http(gcp.cluster.url + "/v1/jobs", "POST", token, {**call, "job_id": "another-job"})
+    assert status == 403 and answer["error"] == "wrong_job"
+    assert http(gcp.cluster.url + "/v1/jobs", "POST", token, {**call, "job_id": "the-runners-job"})[0] == 200
+    assert http(gcp.cluster.url + "/v1/jobs/someone-elses/nodes?timeout=0", token=token)[0] == 404
