@@ -15,6 +15,7 @@ unpickled by one function, `loads`, whatever its form.
 
 from __future__ import annotations
 
+import copyreg
 import io
 import linecache
 import pickle
@@ -64,6 +65,15 @@ _cloudpickle_code_reduce = getattr(getattr(cloudpickle, "cloudpickle", None), "_
 class _Pickler(cloudpickle.Pickler):
     if _cloudpickle_code_reduce is not None:
         dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)
+
+    def reducer_override(self, obj):
+        if isinstance(obj, BaseException) and type(obj) in copyreg.dispatch_table:
+            # A library registered a reducer for exception types (tblib's, which importing
+            # distributed installs for every one): it rebuilds them without their __init__
+            # (SystemExit loses its code) and pickles their tracebacks. An exception travels the
+            # way its own type pickles it.
+            return obj.__reduce_ex__(PROTOCOL)
+        return super().reducer_override(obj)
 
 
 def cloudpickle_dumps(value: Any, buffer_callback=None) -> bytes:

@@ -263,6 +263,40 @@ def test_sys_exit_in_the_function_comes_back_as_system_exit():
     assert caught.value.code == 4
 
 
+class Unreconstructed(Exception):
+    def __init__(self, message, detail):
+        super().__init__(message)
+        self.detail = detail
+
+
+def _without_init(cls, args, state):
+    error = cls.__new__(cls)  # what tblib's reducer does: no __init__, so SystemExit has no code
+    error.args = args
+    return error
+
+
+def _reduce_without_init(error):
+    return _without_init, (type(error), error.args, {})
+
+
+def test_an_exception_comes_back_as_its_type_pickles_it_whatever_reducer_a_library_registered():
+    # Importing distributed registers tblib's reducer for every exception type with copyreg.
+    import copyreg
+
+    for cls in (SystemExit, Unreconstructed):
+        copyreg.pickle(cls, _reduce_without_init)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            rpm(lambda x: sys.exit(4), [0])
+        assert caught.value.code == 4
+        with pytest.raises(Unreconstructed) as caught:
+            rpm(lambda x: (_ for _ in ()).throw(Unreconstructed("bad", detail=7)), [0])
+        assert caught.value.detail == 7 and caught.value.args == ("bad",)
+    finally:
+        for cls in (SystemExit, Unreconstructed):
+            copyreg.dispatch_table.pop(cls, None)
+
+
 FORKSERVER_CALLER = """
 import time
 from burla import remote_parallel_map
