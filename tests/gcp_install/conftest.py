@@ -73,9 +73,13 @@ def burla(*args: str, env: dict, timeout_s: float = 240.0, input_text: str | Non
                           timeout=timeout_s, input=input_text, cwd=REPO)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium():
-    """A headless Chromium driven by Playwright: Debian's package (scripts/install-browser)."""
+    """A headless Chromium driven by Playwright: Debian's package (scripts/install-browser).
+
+    Package-scoped: Playwright's synchronous API keeps its event loop suspended in a greenlet
+    between uses, and after the rest of the suite has run asyncio loops of its own on the same
+    thread, closing it at the end of the session hung in Playwright's dispatcher (300 s)."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"no chromium at {CHROMIUM}: run scripts/install-browser (as root, on Debian) to install it")
     playwright_api = pytest.importorskip("playwright.sync_api",
