@@ -23,6 +23,7 @@ a lost node's unfinished inputs are sent again elsewhere.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from dataclasses import dataclass, field
@@ -85,8 +86,27 @@ class NodeWork:
     node: NodeInfo
     session: NodeSession
     batches: dict[int, dict[int, bytes]] = field(default_factory=dict)  # batch_id -> index -> payload
-    sent: dict[int, tuple[float, int]] = field(default_factory=dict)  # batch_id -> (sent at, its size)
+    # batch_id -> (sent at, its size, the settle after which it can start: 0 when a slot was free)
+    sent: dict[int, tuple[float, int, int]] = field(default_factory=dict)
     limit: int = 0  # the most inputs its next batch may hold (0: not known yet; see batch_settled)
+    settled: int = 0  # batches of this node settled so far...
+    settle_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))  # ...the last ones' times
+
+    def record_sent(self, batch_id: int, size: int, now: float) -> None:
+        """A batch goes out; behind it are the ones the node already holds beyond its slots
+        (it holds a read-ahead batch per slot): it can start only once that many have settled."""
+        ahead = len(self.batches) - 1 - self.session.slots  # its own entry is already in batches
+        self.sent[batch_id] = (now, size, self.settled + ahead + 1 if ahead >= 0 else 0)
+
+    def _started_at(self, sent_at: float, start_after: int) -> float:
+        """When a batch could start: when it was sent, or when the settle it waited for came."""
+        if start_after == 0:
+            return sent_at
+        back = self.settled - start_after  # how many settles ago that was
+        if back < 0:  # batches settled out of order: the latest settle is the best guess
+            back = 0
+        times = self.settle_times
+        return max(sent_at, times[-1 - back] if back < len(times) else sent_at)
 
     @property
     def slots(self) -> int:
@@ -103,8 +123,11 @@ class NodeWork:
         calls) shrinks them to what fits in BATCH_SECONDS. A new node starts at an
         eighth of the full batch size, or FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a
         long batch while others run dry, and a fast one reaches full-size batches in a few rounds."""
-        sent_at, size = self.sent.pop(batch_id)
-        took = now - sent_at
+        sent_at, size, start_after = self.sent.pop(batch_id)
+        # Time in the node's queue is not its pace: count from when a slot could take the batch.
+        took = now - self._started_at(sent_at, start_after)
+        self.settled += 1
+        self.settle_times.append(now)
         if took <= SLOW_BATCH_SECONDS:
             self.limit = max(self.limit, 2 * size)
         else:
@@ -275,7 +298,7 @@ class ScheduledJob:
         if len(batches) < work.session.slots:
             self.progress.running += 1  # one more of its slots has a batch (see busy_slots)
         batches[batch_id] = dict(items)
-        work.sent[batch_id] = (time.monotonic(), len(items))
+        work.record_sent(batch_id, len(items), time.monotonic())
         entry = (work, batch_id)
         owner = self.owner
         for input_index, _ in items:

@@ -15,6 +15,7 @@ from burla import remote_parallel_map
 from burla_core import plugins
 from burla_core.errors import NodeDisconnected, NodesFailedToBoot
 from burla_core.memory import MemoryCluster, MemoryNode
+from burla_core import scheduler as scheduler_module
 from burla_core.scheduler import DefaultScheduler
 from burla_core.memory import MemoryProvisioner, MemoryTransport
 from burla_core.serialization import dumps_function, load_result
@@ -219,6 +220,28 @@ def test_a_slow_node_gets_less_work_and_never_holds_up_the_end_for_long():
     assert len(fast.ran) > 5 * len(slow.ran), f"fast ran {len(fast.ran)}, slow {len(slow.ran)}"
     # Guided batches shrink at the end: the slow node holds at most a few inputs when the rest is done.
     assert elapsed < 3.0, f"the job took {elapsed:.1f} s; the slow node held up the end"
+
+
+def test_batches_waiting_on_a_node_behind_others_do_not_make_its_batches_shrink(monkeypatch):
+    # A node holds a read-ahead batch per slot: the time one waits there is not the node's pace.
+    from burla_core.memory import MemorySession
+
+    sizes: list[int] = []
+    submit = MemorySession.submit
+    monkeypatch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
+    # A quarter of the real pace targets, so that batches run ~0.15 s (under the slow mark of
+    # 0.25 s) and wait as long again behind the one ahead of them.
+    monkeypatch.setattr(scheduler_module, "BATCH_SECONDS", 0.0625)
+    monkeypatch.setattr(scheduler_module, "SLOW_BATCH_SECONDS", 0.25)
+    cluster = MemoryCluster([MemoryNode("steady", slots=2, delay=0.006)])
+    inputs = list(range(400))
+    results, _ = run_job(cluster, square, inputs)
+    assert_exactly_once(results, inputs, square)
+    peak = sizes.index(max(sizes))
+    regrown = [(before, after) for before, after in zip(sizes[peak:], sizes[peak + 1:]) if after > before + 1]
+    # Guided self-scheduling only shrinks batches after the largest; a shrink for the time a batch
+    # waited behind others, then growth again (73, 64, 11, 11, 12, 22, ...), is the defect.
+    assert not regrown, f"batch sizes shrank and grew again on a steady node: {sizes}"
 
 
 def test_the_whole_api_on_an_in_memory_backend(backend):
