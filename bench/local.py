@@ -277,7 +277,7 @@ def child_big_round_trip(system: str, kind: str, repetitions: int) -> dict:
     if system == "ray":
         import ray
 
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         remote_echo = ray.remote(echo)
         run_map = lambda f, xs: ray.get([remote_echo.remote(x) for x in xs])  # noqa: E731
         close = ray.shutdown

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 
-from burla_core.errors import NoCompatibleNodes, NoNodes, VersionMismatch
-from burla_core.gpus import describe_func_gpu, matching
+from burla_core.errors import NoNodes, VersionMismatch
+from burla_core.gpus import matching
+from burla_core.engine.fit import raise_nothing_fits
 from burla_core.interfaces import Provisioner
 from burla_core.machine import GIB
 from burla_core.node.capacity import NodeCapacity
@@ -132,22 +133,11 @@ class DaskProvisioner(Provisioner):
         hosts, refused, broken = usable_workers(client, workers, request)
         if hosts:
             return [host_node(host, host_workers) for host, host_workers in sorted(hosts.items())]
-        if broken and not refused:
-            raise NoNodes(
-                "no Dask worker can run Burla's code: " + "; ".join(broken) + ". Install this package "
-                "(burla-open, with the [dask] extra) at the caller's version in the workers' environment."
-            )
-        wanted = request.describe()
-        hint = ""
-        if request.func_gpu is not None:
-            hint = f" {describe_func_gpu(request.func_gpu, request.func_gpu_name)} needs a worker on a machine with that GPU."
-        if request.image is not None:
-            hint += (f" Workers declare the image they run in with BURLA_IMAGE in their environment; none "
-                     f"declares {request.image!r}.")
-        raise NoCompatibleNodes(
-            f"no Dask worker can run {wanted}: " + "; ".join(refused)
-            + ("; and these cannot run Burla's code: " + "; ".join(broken) if broken else "") + "."
-            + hint + " Lower func_cpu/func_ram, or start workers with more threads (--nthreads) or memory (--memory-limit)."
+        raise_nothing_fits(
+            "Dask worker", request, refused, broken,
+            install="Install this package (burla-open, with the [dask] extra) at the caller's version in the workers' environment.",
+            gpu_hint="needs a worker on a machine with that GPU.", image_hint="Workers",
+            advice="Lower func_cpu/func_ram, or start workers with more threads (--nthreads) or memory (--memory-limit).",
         )
 
     def watch_job(self, job: JobSpec, nodes: list[NodeInfo], membership: Membership) -> None:

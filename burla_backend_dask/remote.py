@@ -12,7 +12,6 @@ A task whose future was canceled (Ctrl-C, the job's error, the caller gone) find
 from __future__ import annotations
 
 import os
-import platform
 import tempfile
 import uuid
 
@@ -21,17 +20,10 @@ RUNNING_STATES = ("executing", "long-running")
 
 
 def probe() -> dict:
-    """Run on every worker by Client.run: versions, memory, GPUs and declared image of its machine."""
-    from burla_core import __version__
-    from burla_core.machine import this_machine_gpus, total_ram_bytes
+    """What this worker's machine has (burla_core.machine.machine_report), asked by the caller."""
+    from burla_core.machine import machine_report
 
-    return {
-        "python": platform.python_version(),
-        "burla": __version__,
-        "ram_bytes": total_ram_bytes(),
-        "gpus": [(g.index, g.name, g.family, g.memory_gb) for g in this_machine_gpus()],
-        "image": os.environ.get("BURLA_IMAGE") or None,
-    }
+    return machine_report()
 
 
 def run_batch_task(function_bytes: bytes, items: list, topic: str, task_id: str, env: dict, ram_limit_bytes: int | None) -> None:

@@ -9,8 +9,9 @@ import logging
 import os
 import threading
 
-from burla_core.errors import NoCompatibleNodes, NoNodes, VersionMismatch
-from burla_core.gpus import describe_func_gpu, matching
+from burla_core.errors import NoNodes, VersionMismatch
+from burla_core.gpus import matching
+from burla_core.engine.fit import raise_nothing_fits
 from burla_core.interfaces import Provisioner
 from burla_core.machine import GIB
 from burla_core.node.protocol import burla_version, python_version, version_mismatch
@@ -122,21 +123,11 @@ class RayProvisioner(Provisioner):
         usable, refused, broken = self._nodes(nodes, request)
         if usable:
             return usable
-        if broken and not refused:
-            raise NoNodes(
-                "no Ray node can run Burla's code: " + "; ".join(broken) + ". Install this package "
-                "(burla-open, with the [ray] extra) at the caller's version on every node."
-            )
-        hint = ""
-        if request.func_gpu is not None:
-            hint = f" {describe_func_gpu(request.func_gpu, request.func_gpu_name)} needs a node with such a GPU."
-        if request.image is not None:
-            hint += (f" Nodes declare the image they run in with BURLA_IMAGE in their environment; none "
-                     f"declares {request.image!r}.")
-        raise NoCompatibleNodes(
-            f"no Ray node can run {request.describe()}: " + "; ".join(refused)
-            + ("; and " + "; ".join(broken) if broken else "") + "." + hint
-            + " Lower func_cpu/func_ram, or add nodes with more CPUs or memory (ray start --num-cpus/--memory)."
+        raise_nothing_fits(
+            "Ray node", request, refused, broken,
+            install="Install this package (burla-open, with the [ray] extra) at the caller's version on every node.",
+            gpu_hint="needs a node with such a GPU.", image_hint="Nodes",
+            advice="Lower func_cpu/func_ram, or add nodes with more CPUs or memory (ray start --num-cpus/--memory).",
         )
 
     def watch_job(self, job: JobSpec, nodes: list[NodeInfo], membership: Membership) -> None:

@@ -9,8 +9,6 @@ task ends; `ray.cancel(ref, force=True)` then is only needed for a task that doe
 
 from __future__ import annotations
 
-import os
-import platform
 import signal
 import threading
 from typing import Iterator
@@ -19,17 +17,10 @@ NESTED_ENV = "BURLA_RAY_NESTED"  # set in the calls' environment: a call made in
 
 
 def probe() -> dict:
-    """Versions, memory and GPUs of the node this runs on."""
-    from burla_core import __version__
-    from burla_core.machine import this_machine_gpus, total_ram_bytes
+    """What this worker's machine has (burla_core.machine.machine_report), asked by the caller."""
+    from burla_core.machine import machine_report
 
-    return {
-        "python": platform.python_version(),
-        "burla": __version__,
-        "ram_bytes": total_ram_bytes(),
-        "gpus": [(g.index, g.name, g.family, g.memory_gb) for g in this_machine_gpus()],
-        "image": os.environ.get("BURLA_IMAGE") or None,
-    }
+    return machine_report()
 
 
 def run_batch_stream(function_bytes: bytes, items: list, env: dict, ram_limit_bytes: int | None) -> Iterator[list]:

@@ -117,6 +117,12 @@ class Transport(ABC):
         put on `events` as `[kind, node_id, data]` (see burla_core.types). A node that refuses
         the job may raise (a BurlaError) or report NODE_LOST."""
 
+    def prepare(self, job: JobSpec) -> None:
+        """The job starts: do now, on a thread of the scheduler's, what every session of it needs
+        (the http transport describes the caller's environment here), so that it overlaps with
+        asking for nodes and with nodes booting. `open_session` must still work when this has not
+        finished or failed (it waits for it, or does the work itself). The default does nothing."""
+
     def close(self) -> None:
         """The call is over: release what the transport holds for it (the default: nothing)."""
 

@@ -39,3 +39,19 @@ def usable_ram_gb() -> float:
 @functools.lru_cache(maxsize=1)
 def this_machine_gpus():
     return tuple(detect_gpus(os.environ.get("BURLA_NVIDIA_SMI", "nvidia-smi")))
+
+
+def machine_report() -> dict:
+    """What this machine has and runs, as an engine's worker reports it to the caller: Python's
+    and Burla's versions, memory, GPUs and the image it declares (BURLA_IMAGE)."""
+    import platform
+
+    from . import __version__
+
+    return {
+        "python": platform.python_version(),
+        "burla": __version__,
+        "ram_bytes": total_ram_bytes(),
+        "gpus": [(g.index, g.name, g.family, g.memory_gb) for g in this_machine_gpus()],
+        "image": os.environ.get("BURLA_IMAGE") or None,
+    }

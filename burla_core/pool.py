@@ -378,29 +378,36 @@ class WorkerPool(PoolReading):
             return sorted(pids)
 
 
-_pool: WorkerPool | None = None
-_pool_lock = threading.Lock()
+class ProcessPool:
+    """One pool per process, made on first use: shut down at exit, and forgotten in a forked
+    child (which makes its own; the parent's workers are not the child's to use)."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._pool = None
+        self._lock = threading.Lock()
+        atexit.register(self.shutdown)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def get(self):
+        with self._lock:
+            if self._pool is None:
+                self._pool = self._factory()
+            return self._pool
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def _forget(self) -> None:
+        self._pool = None
+        self._lock = threading.Lock()
+
+
+_shared = ProcessPool(WorkerPool)
 
 
 def shared_pool() -> WorkerPool:
     """The process-wide pool (a forked child gets a fresh one)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = WorkerPool()
-        return _pool
-
-
-def _shutdown_shared_pool() -> None:
-    if _pool is not None:
-        _pool.shutdown()
-
-
-def _forget_pool_in_child() -> None:
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-atexit.register(_shutdown_shared_pool)
-os.register_at_fork(after_in_child=_forget_pool_in_child)
+    return _shared.get()

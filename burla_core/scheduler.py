@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -159,6 +160,7 @@ class ScheduledJob:
     # --- nodes ---------------------------------------------------------------------------------
 
     def start(self) -> None:
+        threading.Thread(target=self._prepare, name="burla-prepare", daemon=True).start()
         nodes = self.provisioner.eligible_nodes(self.job.resources)
         shares = divide_slots(nodes, self.job.max_parallelism)
         used = sum(shares.values())
@@ -174,6 +176,12 @@ class ScheduledJob:
         self.provisioner.watch_job(self.job, list(nodes), self.membership)
         if not self.working and not self.membership.growing and self.feed.has_more():
             raise NoNodes(f"no node is available to run {self.job.function_name}; start one, or call with grow=True")
+
+    def _prepare(self) -> None:
+        try:
+            self.transport.prepare(self.job)
+        except Exception:  # open_session meets the same problem and reports it
+            log.debug("preparing the transport for job %s failed", self.job.job_id, exc_info=True)
 
     def _inputs_hint(self) -> int:
         hint = self.feed.count_hint

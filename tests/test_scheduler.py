@@ -110,6 +110,31 @@ def test_grow_from_zero_nodes_waits_for_the_first_one_to_join():
     assert sorted(booting.ran) == inputs
 
 
+def test_the_transport_prepares_the_job_while_its_first_node_boots():
+    booting = MemoryNode("boot0", slots=2, boot_seconds=1.5)
+    cluster = MemoryCluster([], bootable=[booting])
+    seen: dict[str, float] = {}
+
+    class Preparing(MemoryTransport):
+        def prepare(self, job):
+            time.sleep(0.2)  # what the http transport spends describing the caller's environment
+            seen["prepared"] = time.monotonic()
+
+        def open_session(self, node, job, slots, events):
+            seen["opened"] = time.monotonic()
+            return super().open_session(node, job, slots, events)
+
+    job = JobSpec("prep", dumps_function(square), "square", ResourceRequest(func_ram=1), grow=True)
+    started = time.monotonic()
+    seen_results = collections.Counter()
+    for event in DefaultScheduler().run(job, enumerate(range(10)), 10, MemoryProvisioner(cluster), Preparing(cluster)):
+        if event[0] == RESULTS:
+            seen_results.update(index for index, _ in event[2])
+    assert sorted(seen_results) == list(range(10)) and set(seen_results.values()) == {1}
+    assert seen["prepared"] < seen["opened"], "the transport prepared the job only once its first node had joined"
+    assert seen["opened"] - started >= 1.4, "the node joined before its boot ended: the test proves nothing"
+
+
 def test_grow_that_boots_nothing_fails_with_the_reasons():
     cluster = MemoryCluster([], bootable=[MemoryNode("vm1", slots=2, boot_failure="QUOTA_EXCEEDED: CPUS in us-central1")])
     with pytest.raises(NodesFailedToBoot, match="vm1: QUOTA_EXCEEDED"):

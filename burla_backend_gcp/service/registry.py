@@ -1,6 +1,7 @@
 """The service's live view of the cluster's nodes, and the rules that keep node documents true.
 
-    NodeRegistry._poll (one task) ── every poll_s while a caller waits, else every IDLE_POLL_S ──►
+    NodeRegistry._poll (one task) ── every poll_s while a caller waits (BOOTING_POLL_S while a
+        node it may be waiting for boots), else every IDLE_POLL_S ──►
         ClusterStore.nodes()  ─► snapshot, version += 1 when anything changed ─► waiters wake
         └─ sweep: BOOTING past boot_timeout_s, or serving with a heartbeat older than
            HEARTBEAT_MISSES beats ─► FAILED with the reason, and its VM deleted (Grower)
@@ -20,6 +21,9 @@ from .. import schema
 log = logging.getLogger("burla.cluster")
 
 IDLE_POLL_S = 5.0
+# While a caller waits and a node boots, the node's READY reaches the caller this much sooner: a
+# grown job's first result waits on it. Firestore bills reads: only for the minutes of a boot.
+BOOTING_POLL_S = 0.1
 HEARTBEAT_MISSES = 4  # a serving node silent for this many heartbeats is taken for lost
 
 
@@ -71,7 +75,12 @@ class NodeRegistry:
 
     async def _poll(self) -> None:
         while True:
-            delay = self.poll_s if self._waiters else IDLE_POLL_S
+            if not self._waiters:
+                delay = IDLE_POLL_S
+            elif any(node.get("status") == schema.BOOTING for node in self.nodes.values()):
+                delay = min(self.poll_s, BOOTING_POLL_S)
+            else:
+                delay = self.poll_s
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             except asyncio.TimeoutError:

@@ -17,16 +17,14 @@ only once none of them runs any more.
 
 from __future__ import annotations
 
-import atexit
 import os
 import queue
 import sys
-import threading
 import time
 from typing import Callable, Iterator
 
 
-from ..pool import CANCEL_GRACE_SECONDS
+from ..pool import CANCEL_GRACE_SECONDS, ProcessPool
 from ..serialization import as_one_pickle
 from ..stdio_pool import StdioWorkerPool
 from ..types import ERROR, LOGS, NOTICE, RESULTS
@@ -54,33 +52,12 @@ class CleanWorkerPool(StdioWorkerPool):
         return env
 
 
-_pool: CleanWorkerPool | None = None
-_pool_lock = threading.Lock()
+_engine_pool = ProcessPool(CleanWorkerPool)
 
 
 def engine_pool() -> CleanWorkerPool:
     """This engine process's pool (one per process; a forked child makes its own)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = CleanWorkerPool()
-        return _pool
-
-
-def _shutdown_pool() -> None:
-    if _pool is not None:
-        _pool.shutdown()
-
-
-def _forget_pool_in_child() -> None:
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-atexit.register(_shutdown_pool)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_in_child)
+    return _engine_pool.get()
 
 
 def _entries(event: list, unsettled: set[int]) -> list[list]:

@@ -9,6 +9,7 @@ credentials (`NodeInfo.access`), which win over the settings'.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 
 from ..envsync.job import describe_job_environment
@@ -58,14 +59,19 @@ class HttpTransport(Transport):
         super().__init__({})
         self.settings = settings
         self._environment: tuple[str, dict] | None = None  # (job id, its environment's request fields)
+        self._environment_lock = threading.Lock()
+
+    def prepare(self, job: JobSpec) -> None:
+        self.environment_fields(job)  # while the first nodes are asked for, or boot
 
     def environment_fields(self, job: JobSpec) -> dict:
         """The caller's packages and local code for the job's requests (envsync), made once per
         job before anything is sent: a local-code archive over its cap fails here."""
-        if self._environment is None or self._environment[0] != job.job_id:
-            environment = describe_job_environment(job.function_bytes, job.options)
-            self._environment = (job.job_id, encode_job_environment(environment))
-        return self._environment[1]
+        with self._environment_lock:  # a session opened while prepare() works waits for it
+            if self._environment is None or self._environment[0] != job.job_id:
+                environment = describe_job_environment(job.function_bytes, job.options)
+                self._environment = (job.job_id, encode_job_environment(environment))
+            return self._environment[1]
 
     def open_session(self, node: NodeInfo, job: JobSpec, slots: int, events: EventSink) -> NodeSession:
         if not node.address:
