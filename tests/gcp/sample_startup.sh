@@ -5,8 +5,9 @@
 # records a preemption notice when GCE sends one.
 set -euo pipefail
 
-metadata="${BURLA_METADATA_URL:-http://metadata.google.internal}/computeMetadata/v1"
-compute="${BURLA_GCP_STANDIN:-https://compute.googleapis.com}/compute/v1"
+# A test script: it talks to the stand-in only, never to Google (the stand-in sets both).
+metadata="${BURLA_METADATA_URL:?the stand-in sets BURLA_METADATA_URL}/computeMetadata/v1"
+compute="${BURLA_GCP_STANDIN:?the stand-in sets BURLA_GCP_STANDIN}/compute/v1"
 
 get() {
     curl -sf -H "Metadata-Flavor: Google" "$metadata/$1"

@@ -65,8 +65,9 @@ def test_google_auth_default_finds_the_workstation_identity(standin, project):
 
 def test_the_netguard_refuses_other_hosts_here():
     assert netguard.installed(), "tests/conftest.py did not install the loopback guard"
-    with pytest.raises(netguard.NonLoopbackConnection, match="compute.googleapis.com"):
-        socket.getaddrinfo("compute.googleapis.com", 443)
+    # A name under .invalid (RFC 6761) can never resolve: were the guard broken, nothing is reached.
+    with pytest.raises(netguard.NonLoopbackConnection, match="compute.example.invalid"):
+        socket.getaddrinfo("compute.example.invalid", 443)
     with pytest.raises(netguard.NonLoopbackConnection, match="192.0.2.1"):
         socket.create_connection(("192.0.2.1", 80), timeout=1)
     with pytest.raises(netguard.NonLoopbackConnection, match="169.254.169.254"):
@@ -87,8 +88,9 @@ def test_the_netguard_reaches_a_child_through_the_client_factory():
         except Exception as exc:
             print(type(exc).__name__, exc)
     """)
-    env = python_env(BURLA_NETGUARD="1")
-    env.pop("BURLA_GCP_STANDIN", None)
+    # The factory points the client at a host other than this machine (one that can never
+    # resolve, so that a broken guard would reach nothing either): the child's guard refuses it.
+    env = python_env(BURLA_NETGUARD="1", BURLA_GCP_STANDIN="http://standin.example.invalid:8080")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert "burla netguard: name lookup of 'cloudresourcemanager.googleapis.com' refused" in result.stdout, \
+    assert "burla netguard: name lookup of 'standin.example.invalid' refused" in result.stdout, \
         result.stdout + result.stderr
