@@ -23,17 +23,16 @@ a lost node's unfinished inputs are sent again elsewhere.
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .errors import NodeDisconnected, NodesFailedToBoot, NoNodes
 from .feed import BATCHES_PER_SLOT, InputFeed
 from .hookspecs import SchedulerRecord, hookimpl
-from .interfaces import NodeSession, Provisioner, Scheduler, Transport
+from .interfaces import Provisioner, Scheduler, Transport
+from .nodework import FIRST_BATCH_INPUTS, NodeWork, divide_slots
 from .types import (
     ERROR,
     GROWTH_ENDED,
@@ -56,83 +55,8 @@ from .types import (
 log = logging.getLogger("burla.scheduler")
 
 TICK_SECONDS = 0.1
-BATCH_SECONDS = 0.25  # a batch holds about this much of one slot's work (see NodeWork.batch_settled)
-SLOW_BATCH_SECONDS = 4 * BATCH_SECONDS  # slower than this, a node's batches shrink
-FIRST_BATCH_INPUTS = 4  # a node's first batches hold at most this, or an eighth of the full size
 STOP_SECONDS = 2.0  # after an error, how long the other calls get to stop (their output still arrives)
 WAIT_FOR_NODES_SECONDS = 30 * 60.0  # a job with no node and growth that never ends fails after this
-
-
-def divide_slots(nodes: list[NodeInfo], cap: int | None) -> dict[str, int]:
-    """Slots per node, in total at most `cap`: round-robin so every node gets a share."""
-    total = sum(node.slots for node in nodes)
-    budget = total if cap is None else min(cap, total)
-    given = {node.node_id: 0 for node in nodes}
-    while budget > 0:
-        progressed = False
-        for node in nodes:
-            if budget and given[node.node_id] < node.slots:
-                given[node.node_id] += 1
-                budget -= 1
-                progressed = True
-        if not progressed:
-            break
-    return {node_id: slots for node_id, slots in given.items() if slots > 0}
-
-
-@dataclass(eq=False)
-class NodeWork:
-    """One node of the job: its session and the batches it holds, each input kept until it settles."""
-
-    node: NodeInfo
-    session: NodeSession
-    batches: dict[int, dict[int, bytes]] = field(default_factory=dict)  # batch_id -> index -> payload
-    # batch_id -> (sent at, its size, the settle after which it can start: 0 when a slot was free)
-    sent: dict[int, tuple[float, int, int]] = field(default_factory=dict)
-    limit: int = 0  # the most inputs its next batch may hold (0: not known yet; see batch_settled)
-    settled: int = 0  # batches of this node settled so far...
-    settle_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))  # ...the last ones' times
-
-    def record_sent(self, batch_id: int, size: int, now: float) -> None:
-        """A batch goes out; behind it are the ones the node already holds beyond its slots
-        (it holds a read-ahead batch per slot): it can start only once that many have settled."""
-        ahead = len(self.batches) - 1 - self.session.slots  # its own entry is already in batches
-        self.sent[batch_id] = (now, size, self.settled + ahead + 1 if ahead >= 0 else 0)
-
-    def _started_at(self, sent_at: float, start_after: int) -> float:
-        """When a batch could start: when it was sent, or when the settle it waited for came."""
-        if start_after == 0:
-            return sent_at
-        back = self.settled - start_after  # how many settles ago that was
-        if back < 0:  # batches settled out of order: the latest settle is the best guess
-            back = 0
-        times = self.settle_times
-        return max(sent_at, times[-1 - back] if back < len(times) else sent_at)
-
-    @property
-    def slots(self) -> int:
-        return self.session.slots
-
-    @property
-    def busy_slots(self) -> int:
-        """Slots working now, as far as the caller can tell: one per batch the node holds."""
-        return min(self.session.slots, len(self.batches))
-
-    def batch_settled(self, batch_id: int, now: float) -> None:
-        """Adjust the batch limit to the node's pace: a batch that came back within
-        SLOW_BATCH_SECONDS lets the next ones be twice as big; a slower one (a slow node, or long
-        calls) shrinks them to what fits in BATCH_SECONDS. A new node starts at an
-        eighth of the full batch size, or FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a
-        long batch while others run dry, and a fast one reaches full-size batches in a few rounds."""
-        sent_at, size, start_after = self.sent.pop(batch_id)
-        # Time in the node's queue is not its pace: count from when a slot could take the batch.
-        took = now - self._started_at(sent_at, start_after)
-        self.settled += 1
-        self.settle_times.append(now)
-        if took <= SLOW_BATCH_SECONDS:
-            self.limit = max(self.limit, 2 * size)
-        else:
-            self.limit = max(1, int(size * BATCH_SECONDS / took))
 
 
 class ScheduledJob:

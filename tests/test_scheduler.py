@@ -15,7 +15,7 @@ from burla import remote_parallel_map
 from burla_core import plugins
 from burla_core.errors import NodeDisconnected, NodesFailedToBoot
 from burla_core.memory import MemoryCluster, MemoryNode
-from burla_core import scheduler as scheduler_module
+from burla_core import nodework
 from burla_core.scheduler import DefaultScheduler
 from burla_core.memory import MemoryProvisioner, MemoryTransport
 from burla_core.serialization import dumps_function, load_result
@@ -256,8 +256,8 @@ def test_batches_waiting_on_a_node_behind_others_do_not_make_its_batches_shrink(
     monkeypatch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
     # A quarter of the real pace targets, so that batches run ~0.15 s (under the slow mark of
     # 0.25 s) and wait as long again behind the one ahead of them.
-    monkeypatch.setattr(scheduler_module, "BATCH_SECONDS", 0.0625)
-    monkeypatch.setattr(scheduler_module, "SLOW_BATCH_SECONDS", 0.25)
+    monkeypatch.setattr(nodework, "BATCH_SECONDS", 0.0625)
+    monkeypatch.setattr(nodework, "SLOW_BATCH_SECONDS", 0.25)
     cluster = MemoryCluster([MemoryNode("steady", slots=2, delay=0.006)])
     inputs = list(range(400))
     results, _ = run_job(cluster, square, inputs)
