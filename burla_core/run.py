@@ -178,7 +178,13 @@ def start_run(
     provisioner_record, transport_record, scheduler_record = records
     provisioner = provisioner_record.factory(job.options)
     warn_unsupported(provisioner_record.name, provisioner.honours, job)
-    kwargs.setdefault("should_stop", lambda: provisioner.stop_requested(job))
+    asked = kwargs.pop("should_stop", None)  # the caller's own reason to stop (a detached runner's cancel)
+
+    def should_stop() -> bool | str | None:
+        # Both are asked: a provisioner's stop (the dashboard's Stop) holds for a runner's job too.
+        return (asked() if asked is not None else None) or provisioner.stop_requested(job)
+
+    kwargs["should_stop"] = should_stop
     return JobRun(
         job,
         provisioner,

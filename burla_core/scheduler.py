@@ -84,7 +84,8 @@ class ScheduledJob:
     # --- nodes ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        threading.Thread(target=self._prepare, name="burla-prepare", daemon=True).start()
+        if type(self.transport).prepare is not Transport.prepare:  # no thread per job for nothing
+            threading.Thread(target=self._prepare, name="burla-prepare", daemon=True).start()
         nodes = self.provisioner.eligible_nodes(self.job.resources)
         shares = divide_slots(nodes, self.job.max_parallelism)
         used = sum(shares.values())
