@@ -96,17 +96,26 @@ class RemoveDatabase(Step):
         return change.detail
 
 
-class RemoveSecrets(Step):
-    label = "secrets"
+class RemoveEach(Step):
+    """Removes each of a fixed set of resources that exists: `ids()`, `get` and `delete` one."""
+
+    def ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def get(self, ctx: "InstallContext", resource_id: str) -> None:
+        raise NotImplementedError
+
+    def delete(self, ctx: "InstallContext", resource_id: str) -> None:
+        raise NotImplementedError
 
     def plan(self, ctx: "InstallContext") -> Change:
         from google.api_core import exceptions
 
         present = []
-        for secret_id in ALL_SECRETS:
+        for resource_id in self.ids():
             try:
-                ctx.secret_manager().get_secret(name=ctx.names.secret(secret_id))
-                present.append(secret_id)
+                self.get(ctx, resource_id)
+                present.append(resource_id)
             except exceptions.NotFound:
                 pass
         if not present:
@@ -116,12 +125,25 @@ class RemoveSecrets(Step):
     def apply(self, ctx: "InstallContext", change: Change) -> str:
         from google.api_core import exceptions
 
-        for secret_id in change.found:
+        for resource_id in change.found:
             try:
-                ctx.secret_manager().delete_secret(name=ctx.names.secret(secret_id))
+                self.delete(ctx, resource_id)
             except exceptions.NotFound:
                 pass
         return change.detail
+
+
+class RemoveSecrets(RemoveEach):
+    label = "secrets"
+
+    def ids(self) -> list[str]:
+        return list(ALL_SECRETS)
+
+    def get(self, ctx: "InstallContext", resource_id: str) -> None:
+        ctx.secret_manager().get_secret(name=ctx.names.secret(resource_id))
+
+    def delete(self, ctx: "InstallContext", resource_id: str) -> None:
+        ctx.secret_manager().delete_secret(name=ctx.names.secret(resource_id))
 
 
 class RemoveBucket(Step):
@@ -190,32 +212,17 @@ class RemoveProjectRoles(Step):
         return change.detail
 
 
-class RemoveAccounts(Step):
+class RemoveAccounts(RemoveEach):
     label = "service accounts"
 
-    def plan(self, ctx: "InstallContext") -> Change:
-        from google.api_core import exceptions
+    def ids(self) -> list[str]:
+        return [account_id for account_id, _, _ in ACCOUNTS]
 
-        present = []
-        for account_id, _, _ in ACCOUNTS:
-            try:
-                ctx.iam().get_service_account(ctx.project, ctx.names.account(account_id))
-                present.append(account_id)
-            except exceptions.NotFound:
-                pass
-        if not present:
-            return Change(NONE, "none")
-        return Change(DELETE, ", ".join(present), present)
+    def get(self, ctx: "InstallContext", resource_id: str) -> None:
+        ctx.iam().get_service_account(ctx.project, ctx.names.account(resource_id))
 
-    def apply(self, ctx: "InstallContext", change: Change) -> str:
-        from google.api_core import exceptions
-
-        for account_id in change.found:
-            try:
-                ctx.iam().delete_service_account(ctx.project, ctx.names.account(account_id))
-            except exceptions.NotFound:
-                pass
-        return change.detail
+    def delete(self, ctx: "InstallContext", resource_id: str) -> None:
+        ctx.iam().delete_service_account(ctx.project, ctx.names.account(resource_id))
 
 
 class RemoveFirewall(Step):

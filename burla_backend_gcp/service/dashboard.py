@@ -14,6 +14,8 @@ A page without a session says how to get one (`burla dashboard`); nothing is sho
 
 from __future__ import annotations
 
+import functools
+
 import re
 
 from aiohttp import web
@@ -34,6 +36,20 @@ async def _session(request: web.Request):
 def _signed_out() -> web.Response:
     return notice("Not signed in", "<p>Run <code>burla dashboard</code> on your computer to sign in to this "
                                    "cluster's dashboard.</p>", status=401)
+
+
+def signed_in_page(handler):
+    """A page for signed-in users: `handler(request, session)`, or the "not signed in" page.
+    Open to anyone at the API's gate (`public`): the page checks its own session cookie."""
+
+    @functools.wraps(handler)
+    async def page_handler(request: web.Request) -> web.Response:
+        session = await _session(request)
+        if session is None:
+            return _signed_out()
+        return await handler(request, session)
+
+    return public(page_handler)
 
 
 def quickstart(origin: str) -> str:
@@ -57,11 +73,8 @@ NODE_COLUMNS = ["Node", "Status", "Machine", "Image", "GPU", "Idle", "CPU", "Mem
 JOB_COLUMNS = ["Job", "Function", "User", "Status", "Progress", "Duration", "Failures", ""]
 
 
-@public
-async def overview_page(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None:
-        return _signed_out()
+@signed_in_page
+async def overview_page(request: web.Request, session) -> web.Response:
     from .login import origin_of
 
     body = (f'<section class="cards" id="cards"></section>'
@@ -74,11 +87,8 @@ async def overview_page(request: web.Request) -> web.Response:
     return page("Overview", body, session=session, active="/", data={"page": "overview"})
 
 
-@public
-async def nodes_page(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None:
-        return _signed_out()
+@signed_in_page
+async def nodes_page(request: web.Request, session) -> web.Response:
     controls = ""
     if session.admin:
         controls = ('<section class="controls" id="cluster-controls"><h2>Grow or shrink</h2>'
@@ -91,20 +101,14 @@ async def nodes_page(request: web.Request) -> web.Response:
     return page("Nodes", body, session=session, active="/nodes", data={"page": "nodes"})
 
 
-@public
-async def jobs_page(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None:
-        return _signed_out()
+@signed_in_page
+async def jobs_page(request: web.Request, session) -> web.Response:
     body = f'<h1>Jobs</h1><section>{_table("jobs-table", JOB_COLUMNS)}</section>'
     return page("Jobs", body, session=session, active="/jobs", data={"page": "jobs"})
 
 
-@public
-async def job_page(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None:
-        return _signed_out()
+@signed_in_page
+async def job_page(request: web.Request, session) -> web.Response:
     job_id = request.match_info["job_id"]
     if not _JOB_ID.match(job_id):
         raise web.HTTPNotFound()
@@ -118,11 +122,8 @@ async def job_page(request: web.Request) -> web.Response:
     return page(f"Job {job_id}", body, session=session, active="/jobs", data={"page": "job", "job-id": job_id})
 
 
-@public
-async def settings_page(request: web.Request) -> web.Response:
-    session = await _session(request)
-    if session is None:
-        return _signed_out()
+@signed_in_page
+async def settings_page(request: web.Request, session) -> web.Response:
     disabled = "" if session.admin else " disabled"
     fields = [("machine_type", "Machine type", "text", "n2-standard-4"),
               ("quantity", "Quantity (nodes the cluster keeps booted once started)", "number", ""),
