@@ -134,16 +134,24 @@ def callback_url(port: str, **query: str) -> str:
     return f"http://127.0.0.1:{int(port)}/callback?{urlencode(query)}"
 
 
+async def _session_or_refusal(request: web.Request, store, fields: dict):
+    """(the dashboard session, None), or (None, the page saying to sign in first); a login
+    waiting on this machine's loopback is sent back to its CLI with `signin_required` instead."""
+    found = await current_session(request, store)
+    if found is not None:
+        return found[1], None
+    if fields["port"]:
+        raise web.HTTPSeeOther(callback_url(fields["port"], state=fields["state"], error="signin_required"))
+    return None, notice("Sign in first", f"<p>{SIGN_IN_FIRST}</p>", status=401, kind="error")
+
+
 @public
 async def authorize_page(request: web.Request) -> web.StreamResponse:
     fields = _login_request(request.query)
     store = login_store(request)
-    found = await current_session(request, store)
-    if found is None:
-        if fields["port"]:
-            raise web.HTTPSeeOther(callback_url(fields["port"], state=fields["state"], error="signin_required"))
-        return notice("Sign in first", f"<p>{SIGN_IN_FIRST}</p>", status=401, kind="error")
-    session = found[1]
+    session, refusal = await _session_or_refusal(request, store, fields)
+    if session is None:
+        return refusal
     if await asyncio.to_thread(store.answered, fields["state"]):
         return notice("Already answered", "<p>This login request was already answered. Run <code>burla login</code> "
                                           "again.</p>", status=409, session=session, kind="error")
@@ -164,12 +172,9 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     fields = _login_request(form)
     store = login_store(request)
-    found = await current_session(request, store)
-    if found is None:
-        if fields["port"]:
-            raise web.HTTPSeeOther(callback_url(fields["port"], state=fields["state"], error="signin_required"))
-        return notice("Sign in first", f"<p>{SIGN_IN_FIRST}</p>", status=401, kind="error")
-    session = found[1]
+    session, refusal = await _session_or_refusal(request, store, fields)
+    if session is None:
+        return refusal
     origin = request.headers.get("Origin")
     if not same_secret(str(form.get("csrf", "")), session.csrf) or (origin and origin != origin_of(request)):
         return notice("Refused", "<p>This authorization did not come from this dashboard's own page (a cross-site "
