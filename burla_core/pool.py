@@ -296,6 +296,8 @@ class WorkerPool(PoolReading):
             self._output(worker, *piece)
         worker.process.join(timeout=1)
         how = describe_exit(worker.process.exitcode, worker.kill_reason)
+        if worker.process.is_alive():
+            self._kill(worker)  # given up on: never left running with its input retried elsewhere
         self._forget(worker)
         for idle in self._idle.values():
             if worker in idle:

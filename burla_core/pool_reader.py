@@ -28,25 +28,32 @@ class PoolReading:
             except OSError:
                 ready = []  # a connection closed under us; loop and rebuild the list
             with self._lock:
-                for item in ready:
-                    if item == self._wake_r:
-                        os.read(self._wake_r, 4096)
-                    elif isinstance(item, int):
-                        worker = self._by_output_fd.get(item)
-                        if worker is not None:
-                            piece = worker.output.read(item)
-                            if piece is not None:
-                                self._output(worker, *piece)
-                            continue
-                        worker = self._by_sentinel.get(item)
-                        if worker is not None:
-                            self._drain(worker)
-                            self._on_death(worker)
-                    else:
-                        worker = self._live.get(item)
-                        if worker is not None:
-                            self._drain(worker)
+                self._handle_ready(ready)
                 self._watch()
+
+    def _handle_ready(self, ready: list) -> None:
+        """Act on what `wait` found ready. It waited outside the lock, on descriptor numbers taken
+        before it: meanwhile another thread may have closed a worker's descriptors and a new
+        worker been given the same numbers. So a sentinel counts only if it is ready now: a live
+        worker must never be taken for a dead one (its input would be blamed for a death)."""
+        for item in ready:
+            if item == self._wake_r:
+                os.read(self._wake_r, 4096)
+            elif isinstance(item, int):
+                worker = self._by_output_fd.get(item)
+                if worker is not None:
+                    piece = worker.output.read(item)  # non-blocking: a stale report reads nothing
+                    if piece is not None:
+                        self._output(worker, *piece)
+                    continue
+                worker = self._by_sentinel.get(item)
+                if worker is not None and _ready_now(item):
+                    self._drain(worker)
+                    self._on_death(worker)
+            else:
+                worker = self._live.get(item)
+                if worker is not None:
+                    self._drain(worker)  # polls first: a stale report reads nothing
 
     def _drain(self, worker: Worker) -> None:
         """Handle every message the worker has written so far."""
@@ -151,6 +158,10 @@ class PoolReading:
                     f"func_ram of {job.ram_limit_bytes / 2**30:.0f} GiB"
                 )
                 self._kill(worker)
+
+
+def _ready_now(sentinel: int) -> bool:
+    return bool(mp_connection.wait([sentinel], timeout=0))
 
 
 def _write_orphan_output(stream: int, text: str) -> None:
