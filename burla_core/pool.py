@@ -361,6 +361,7 @@ class WorkerPool(PoolReading):
             self._idle.clear()
             self._live.clear()
             self._by_sentinel.clear()
+            self._sender.close()
         deadline = time.monotonic() + 1.0
         for worker in set(workers):
             worker.process.join(timeout=max(0.0, deadline - time.monotonic()))

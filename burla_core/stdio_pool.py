@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import uuid
+import weakref
 from types import SimpleNamespace
 
 from multiprocess.connection import Connection
@@ -39,6 +40,9 @@ class StdioProcess:
         else:
             self.sentinel, write_end = os.pipe()
             threading.Thread(target=lambda: (popen.wait(), os.close(write_end)), daemon=True).start()
+        # Closed once the pool has let go of this worker, as a forked worker's sentinel is: a
+        # node agent that starts workers for months must not keep a descriptor for each.
+        weakref.finalize(self, os.close, self.sentinel)
 
     def is_alive(self) -> bool:
         return self.popen.poll() is None

@@ -133,16 +133,28 @@ class Sender:
             self._queue.append((worker, message))
             self._ready.notify()
 
+    def close(self) -> None:
+        """Stop the thread once what was posted before is written."""
+        with self._ready:
+            self._queue.append(None)
+            self._ready.notify()
+
     def _run(self) -> None:
         while True:
             with self._ready:
                 while not self._queue:
                     self._ready.wait()
-                worker, message = self._queue.popleft()
+                entry = self._queue.popleft()
+            if entry is None:
+                return
+            worker, message = entry
             try:
                 worker.send(message)
             except Exception:
                 pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
+            # Not kept while waiting for the next one: a worker the pool let go of must be freed
+            # (its pipes and process sentinel closed).
+            entry = worker = message = None
 
 
 def _widen_pipe(connection) -> None:

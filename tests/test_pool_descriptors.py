@@ -1,11 +1,17 @@
-"""The pool's reader thread against descriptor numbers that changed hands while it waited (real
-pool, real worker processes)."""
+"""The pool's descriptors: its reader against numbers that changed hands while it waited, and
+what a worker the pool let go of leaves open (real pools, real worker processes)."""
 
 from __future__ import annotations
 
+import gc
+import os
+import sys
 import time
 
+import pytest
+
 from burla_core.pool import WorkerPool
+from burla_core.stdio_pool import EnvironmentWorkerPool
 from burla_core.serialization import dumps_function, dumps_input
 from burla_core.types import NOTICE, RESULTS
 from tests.test_worker_output import Recorder
@@ -38,3 +44,34 @@ def test_a_stale_readiness_report_for_a_live_workers_sentinel_is_not_a_death():
         pool.close(job)
     finally:
         pool.shutdown()
+
+
+def _pidfds() -> int:
+    count = 0
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{name}") == "anon_inode:[pidfd]"
+        except OSError:
+            pass
+    return count
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and hasattr(os, "pidfd_open")), reason="pidfds are Linux's")
+def test_workers_started_by_a_command_leave_no_descriptor_behind():
+    """Each such worker is watched through a pidfd; a node agent starts workers for months, so the
+    pidfd must close once the pool has let go of its worker."""
+    before = _pidfds()
+    for _ in range(3):
+        pool = EnvironmentWorkerPool([])
+        recorder = Recorder()
+        try:
+            job = pool.open_job(dumps_function(abs), 2, recorder)
+            for index in range(4):
+                pool.submit(job, index, [(index, dumps_input(index, -index))])
+            recorder.wait_for(lambda events: sum(len(data) for kind, _, data in events if kind == RESULTS) >= 4, "4 results")
+            pool.close(job)
+        finally:
+            pool.shutdown()
+        del pool, job, recorder
+    gc.collect()
+    assert _pidfds() <= before, f"{_pidfds() - before} pidfds of stopped workers are still open"
