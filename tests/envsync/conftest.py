@@ -11,7 +11,7 @@ PROBE = "bsync-alpha"  # a package only the caller has, in two versions
 OTHER = "bsync-beta"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def wheel_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("wheels")
     for version in ("1.0", "2.0"):
@@ -20,24 +20,24 @@ def wheel_dir(tmp_path_factory):
     return directory
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def package_index(wheel_dir):
     server = IndexServer(wheel_dir)
     yield server
     server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def farm(tmp_path_factory):
     return dependency_farm(tmp_path_factory.mktemp("farm"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def uv_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("uv-cache")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def agent_python(tmp_path_factory, farm, package_index, uv_cache):
     """A bare venv for node agents: burla and its dependencies, and bsync-beta 1.0 (a package
     of the agent's own, which a caller may pin at another version)."""
@@ -46,7 +46,7 @@ def agent_python(tmp_path_factory, farm, package_index, uv_cache):
     return python
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def caller_venvs(tmp_path_factory, farm, package_index, uv_cache):
     """Two callers' venvs: the agent's packages plus bsync-alpha 1.0; or bsync-alpha 2.0 and
     bsync-beta 2.0 (the agent has 1.0)."""

@@ -22,19 +22,19 @@ HELLO_IMAGE = "us-docker.pkg.dev/burla-test/hello/hello:*"
 ZONE = "us-central1-a"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def standin():
     with StandIn(run_images={HELLO_IMAGE: [sys.executable, str(HERE / "hello_service.py")]},
                  stop_grace_s=1.0, preempt_grace_s=0.5) as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def owner(standin):
     return standin.credentials()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def project(standin):
     return standin.project_id
 

@@ -1,4 +1,4 @@
-"""Fixtures of the gcp backend's tests: one cluster for the whole session, on the GCP stand-in
+"""Fixtures of the gcp backend's tests: one cluster for the whole package, on the GCP stand-in
 and Google's Firestore emulator (burla_backend_gcp.testenv), two standing nodes; helpers to
 reach its service, its nodes and its VMs."""
 
@@ -17,9 +17,9 @@ from burla_backend_gcp.testenv import running_cluster, test_config  # noqa: E402
 ZONE = "us-central1-a"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gcp():
-    """The session's cluster (RunningCluster: .standin, .cluster, .user_token, .env)."""
+    """The package's cluster (RunningCluster: .standin, .cluster, .user_token, .env)."""
     try:
         find_emulator()
     except EmulatorNotFound as missing:
