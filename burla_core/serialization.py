@@ -48,6 +48,7 @@ OUT_OF_BAND_BYTES = 1 << 20  # a buffer this big travels beside the pickle, not 
 
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 _SMALL = frozenset({int, float, bool, type(None)})  # values whose pickle cannot be large
+_UNBUFFERED = _PLAIN - {bytes}  # plain values that never travel out of band
 _BUFFERS = frozenset({bytes, bytearray, memoryview})
 
 
@@ -173,6 +174,8 @@ def dumps_payload(value: Any) -> Payload:
     when it has none."""
     kind = type(value)
     if kind in _SMALL:  # hot: a worker returns many numbers
+        return pickle.dumps(value, PROTOCOL)
+    if kind is str or (kind is tuple and all(type(v) in _UNBUFFERED for v in value)):  # hot too
         return pickle.dumps(value, PROTOCOL)
     stand_ins = _with_stand_ins(value)
     if stand_ins is None and (kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))):
