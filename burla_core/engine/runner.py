@@ -116,6 +116,8 @@ def run_batch(
                     size += _size(entry)
                 if size >= MAX_FRAME_BYTES:
                     break  # the rest waits for the next frame
+                if not unsettled:
+                    break  # the batch is done: nothing more to wait for, and its end is its task's
                 remaining = flush_at - time.monotonic()
                 try:
                     event = events.get(timeout=remaining) if remaining > 0 else events.get_nowait()
