@@ -146,6 +146,13 @@ class RaySession(EngineSession):
         if job.resources.func_gpu is not None:
             options["num_gpus"] = 1
         self.options = options
+        # Ray runs at most node.slots of these tasks at once on the node (its CPU and memory
+        # resources are what node.slots was computed from) and starts a queued one as soon as any
+        # of them ends. Not for a nested call (it asks for no resources) or a GPU job (the node's
+        # matching GPUs may be fewer than its GPU resource), nor when this job has only part of
+        # the node: then Ray would run the extra tasks at once.
+        if not nested and job.resources.func_gpu is None and slots == node.slots:
+            self.read_ahead = slots
 
     def launch(self, task: EngineTask) -> None:
         transport = self.transport

@@ -79,6 +79,10 @@ class NodeSession(ABC):
 
     node_id: str
     slots: int
+    #: The shortest batch worth sending this node, in seconds of its calls at the pace it shows:
+    #: the scheduler does not cut a batch below that, even at the end of a job. For a node where
+    #: each batch costs a round trip of its own (an engine's task: ~10 ms); 0 for none.
+    min_batch_seconds: float = 0.0
 
     @abstractmethod
     def submit(self, batch: InputBatch) -> None:

@@ -61,6 +61,7 @@ class MemoryNode:
     boot_failure: str | None = None  # for nodes booted by grow=True: the reason its boot fails
     inline: bool = False  # run batches in submit() itself, for overhead benchmarks
     talk_after_lost: bool = False
+    min_batch_seconds: float = 0.0  # its sessions' NodeSession.min_batch_seconds
     handler: Callable[[Callable, tuple], Any] | None = None
     # what happened, for assertions
     ran: list[int] = field(default_factory=list)
@@ -218,6 +219,7 @@ class MemorySession(NodeSession):
         self.node = node
         self.node_id = node.node_id
         self.slots = slots
+        self.min_batch_seconds = node.min_batch_seconds
         self.events = events
         self.function = pickle.loads(job.function_bytes)
         self.queue: collections.deque[InputBatch] = collections.deque()

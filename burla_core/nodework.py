@@ -41,6 +41,7 @@ class NodeWork:
     # batch_id -> (sent at, its size, the settle after which it can start: 0 when a slot was free)
     sent: dict[int, tuple[float, int, int]] = field(default_factory=dict)
     limit: int = 0  # the most inputs its next batch may hold (0: not known yet; see batch_settled)
+    floor: int = 1  # the fewest its next batch should hold (the session's min_batch_seconds at its pace)
     settled: int = 0  # batches of this node settled so far...
     settle_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))  # ...the last ones' times
 
@@ -80,6 +81,9 @@ class NodeWork:
         took = now - self._started_at(sent_at, start_after)
         self.settled += 1
         self.settle_times.append(now)
+        wanted = self.session.min_batch_seconds
+        if wanted and took > 0:
+            self.floor = max(1, int(wanted * size / took))
         if took <= SLOW_BATCH_SECONDS:
             self.limit = max(self.limit, 2 * size)
         else:

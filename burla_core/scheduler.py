@@ -215,7 +215,7 @@ class ScheduledJob:
                     size = feed.batch_size(total_slots)
                     if not work.limit:  # a node's first batches: small, until it shows its pace
                         work.limit = max(min(size, FIRST_BATCH_INPUTS), size // 8)
-                    items = feed.take(min(size, work.limit))
+                    items = feed.take(min(max(size, work.floor), work.limit))
                     if not items:
                         return self._source_done()
                     self._send(work, items)

@@ -269,6 +269,29 @@ def test_batches_waiting_on_a_node_behind_others_do_not_make_its_batches_shrink(
     assert not regrown, f"batch sizes shrank and grew again on a steady node: {sizes}"
 
 
+def _batch_sizes(monkeypatch, node: MemoryNode, count: int) -> list[int]:
+    from burla_core.memory import MemorySession
+
+    sizes: list[int] = []
+    submit = MemorySession.submit
+    monkeypatch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
+    inputs = list(range(count))
+    results, _ = run_job(MemoryCluster([node]), square, inputs)
+    assert_exactly_once(results, inputs, square)
+    return sizes
+
+
+def test_a_node_s_min_batch_seconds_keeps_the_end_of_a_job_from_shrinking_to_single_inputs(monkeypatch):
+    # An engine's task costs a round trip of its own: the guided end of a job (batches of 3, 2,
+    # 1, 1, ...) would pay it per input. Its session asks for batches of at least 0.1 s.
+    plain = _batch_sizes(monkeypatch, MemoryNode("plain", slots=1, delay=0.005), 300)
+    assert min(plain) <= 2, f"without a minimum the end of the job should come in single inputs: {plain}"
+    floored = _batch_sizes(monkeypatch, MemoryNode("engine", slots=1, delay=0.005, min_batch_seconds=0.1), 300)
+    # The first two go out before the node has shown its pace; the last holds what is left.
+    assert min(floored[2:-1]) >= 8, f"batches fell below 0.1 s of calls (about 16 inputs of 5 ms): {floored}"
+    assert len(floored) < len(plain), f"with the minimum there should be fewer batches: {floored} vs {plain}"
+
+
 def test_the_whole_api_on_an_in_memory_backend(backend):
     name = backend(MemoryCluster([MemoryNode("m1", slots=2), MemoryNode("m2", slots=2)]))
     assert remote_parallel_map(square, range(50), backend=name, spinner=False) == [x * x for x in range(50)]

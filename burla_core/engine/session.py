@@ -64,6 +64,17 @@ class EngineSession(NodeSession):
     #: After a stop, a task the engine never reported as started counts as stopped after this long.
     UNSTARTED_STOP_SECONDS = 0.5
 
+    #: Tasks launched beyond `capacity()`, for an engine that itself runs at most `capacity()` of
+    #: them at once on the node and starts a queued one the moment any slot there frees (Ray's
+    #: raylet does): the next batch is already on the node when one ends, instead of a round
+    #: trip to the caller later. 0 for an engine that would run them at once, or queue them
+    #: behind one busy worker while another is idle.
+    read_ahead = 0
+
+    #: Each batch is an engine task, whose start and end cost a round trip or two through the
+    #: engine (~10 ms): batches shorter than this would spend more than a tenth of it on that.
+    min_batch_seconds = 0.1
+
     def __init__(self, node_id: str, slots: int, events: EventSink) -> None:
         self.node_id = node_id
         self.slots = slots
@@ -106,7 +117,7 @@ class EngineSession(NodeSession):
     def _pump(self) -> None:
         while True:
             with self._lock:
-                if self.canceled or self.closed or self.lost or not self._waiting or len(self._running) >= self.capacity():
+                if self.canceled or self.closed or self.lost or not self._waiting or len(self._running) >= self.capacity() + self.read_ahead:
                     return
                 items = self._waiting.popleft()
                 task = EngineTask(f"{self.node_id}#{next(_task_numbers)}", dict(items))

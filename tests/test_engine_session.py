@@ -1,0 +1,70 @@
+"""The engine session every engine backend builds on (burla_core.engine.session), against a
+recording engine: how many tasks it keeps launched, and what it does when one is lost."""
+
+from __future__ import annotations
+
+import queue
+
+from burla_core.engine.session import EngineSession, EngineTask
+from burla_core.serialization import dumps_input
+from burla_core.types import RESULTS, InputBatch
+
+
+class RecordingSession(EngineSession):
+    """Launches nothing anywhere: it records the tasks, and the test ends them."""
+
+    def __init__(self, slots: int, read_ahead: int = 0) -> None:
+        self.events = queue.SimpleQueue()
+        super().__init__("engine-node", slots, self.events)
+        self.read_ahead = read_ahead
+        self.launched: list[EngineTask] = []
+        self.stopped: list[EngineTask] = []
+
+    def launch(self, task: EngineTask) -> None:
+        self.launched.append(task)
+
+    def stop(self, tasks: list[EngineTask]) -> None:
+        self.stopped.extend(tasks)
+
+    def finish(self, task: EngineTask) -> None:
+        """The engine ran the task: a result per input, then its end."""
+        self.deliver(task, [["r", index, b"result"] for index in list(task.items)])
+        self.ended(task)
+
+
+def _submit(session: EngineSession, batches: int) -> None:
+    for batch in range(batches):
+        session.submit(InputBatch(batch, [(batch, dumps_input(batch, batch))]))
+
+
+def test_tasks_run_up_to_the_slots_and_the_next_is_launched_when_one_ends():
+    session = RecordingSession(slots=2)
+    _submit(session, 4)
+    assert len(session.launched) == 2, "without read-ahead only `slots` tasks are on the engine"
+    session.finish(session.launched[0])
+    assert len(session.launched) == 3, "a task that ends makes room for the next batch"
+
+
+def test_read_ahead_keeps_the_next_batches_queued_on_the_engine():
+    # For an engine that runs at most `slots` at once itself and starts a queued task as soon as
+    # a slot frees (Ray's raylet): no round trip to the caller between two batches of a slot.
+    session = RecordingSession(slots=2, read_ahead=2)
+    _submit(session, 5)
+    assert len(session.launched) == 4, f"slots + read_ahead tasks should be launched, got {len(session.launched)}"
+    for task in list(session.launched):
+        session.finish(task)
+    assert len(session.launched) == 5
+    session.finish(session.launched[4])
+    results = []
+    while not session.events.empty():
+        event = session.events.get()
+        if event[0] == RESULTS:
+            results += [index for index, _ in event[2]]
+    assert sorted(results) == [0, 1, 2, 3, 4], f"each input's result exactly once: {results}"
+
+
+def test_a_cancel_stops_the_queued_tasks_too():
+    session = RecordingSession(slots=1, read_ahead=1)
+    _submit(session, 3)
+    session.cancel()
+    assert session.stopped == session.launched and len(session.stopped) == 2, "the queued task must be stopped as well"
