@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from multiprocess.connection import Connection
 
 from .capture import OUTPUT_FDS_ENV, PoolOutput
+from .sharedindex import INDEX_FD_ENV, SharedIndex
 from .pool import Worker, WorkerPool
 
 
@@ -80,17 +81,27 @@ class StdioWorkerPool(WorkerPool):
         name = f"burla-worker-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         env = self.environment(gpu_index)
         output = PoolOutput.for_stdio_worker() if self.passes_output_pipes else PoolOutput()
-        if output.child_fds:
+        pass_fds = output.child_fds
+        # Where the worker can get a descriptor of ours, the input it runs is a number in memory
+        # we share (as with a forked worker) instead of a message it writes before each input.
+        shared = SharedIndex.create() if self.passes_output_pipes else None
+        if output.child_fds or shared is not None:
             env = dict(os.environ if env is None else env)
+        if output.child_fds:
             env[OUTPUT_FDS_ENV] = output.child_env_value()
+        if shared is not None:
+            env[INDEX_FD_ENV] = str(shared.fd)
+            pass_fds = (*pass_fds, shared.fd)
         try:
             popen = subprocess.Popen(
                 self.command(gpu_index, name), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=None,  # fd 2, whatever sys.stderr is now
-                env=env, pass_fds=output.child_fds,
+                env=env, pass_fds=pass_fds,
             )
         finally:
             output.after_child_started()
+            if shared is not None:
+                shared.after_child_started()
         inbox = Connection(os.dup(popen.stdin.fileno()), readable=False)
         outbox = Connection(os.dup(popen.stdout.fileno()), writable=False)
         popen.stdin.close()
@@ -99,7 +110,7 @@ class StdioWorkerPool(WorkerPool):
             StdioProcess(popen, name),
             inbox,
             outbox,
-            SimpleNamespace(value=-1),  # updated from the worker's "s" reports
+            shared.value if shared is not None else SimpleNamespace(value=-1),  # else from its "s" reports
             SimpleNamespace(value=0),
             SimpleNamespace(value=0),
             profile,

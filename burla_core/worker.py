@@ -16,7 +16,8 @@ the job's environment variables plus the caller's state: BURLA_CWD, BURLA_SYS_PA
 BURLA_ENVIRON (a dict); see apply_caller_state.
 
 `current_index` (shared memory) holds the input now running, so that when this process dies the
-pool knows which input killed it without a message per input. Cancelation arrives as SIGUSR1 with
+pool knows which input killed it without a message per input (a worker started by a command gets
+that memory as a descriptor, sharedindex.py; in a container it reports each input's start). Cancelation arrives as SIGUSR1 with
 the canceled job in `cancel_job`: the handler raises inside the user's function. A function
 that returns a coroutine (`async def`) is awaited on the worker's event loop.
 """
@@ -43,6 +44,7 @@ from .capture import OutputEnds, WorkerOutput, inherited_output_fds, own_pipes
 from .channel import decode_input, encode_result
 from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
 from .serialization import dumps_payload, error_info, loads
+from .sharedindex import inherited_index
 from .types import UNPICKLABLE_RESULT, ErrorInfo
 
 COALESCE_SECONDS = 0.002
@@ -382,7 +384,9 @@ def stdio_main() -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     outbox_ref: list = []
-    current_index = _ReportingIndex(outbox_ref)
+    current_index = inherited_index()  # memory shared with the pool, where it could pass some
+    if current_index is None:
+        current_index = _ReportingIndex(outbox_ref)
     worker_main(
         inbox,
         outbox_connection,
