@@ -5,8 +5,10 @@
 
 A forked worker inherits its parent's imports; a worker started by a command has only what the
 command gives it: another Python environment (a job's packages on a node), or a container image
-(burla_backend_local.containers). Such a worker shares no memory with the pool, so it reports
-each input's start on stdout, and cancelation is a signal to its process alone.
+(burla_backend_local.containers). Such a worker shares with the pool only the number of the input
+it runs (a memfd it is passed, sharedindex.py; a worker in a container, which cannot be passed
+one, reports each input's start on stdout instead), and cancelation is a signal to its process
+alone.
 """
 
 from __future__ import annotations
