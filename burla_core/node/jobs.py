@@ -251,16 +251,19 @@ class AgentJob:
     # --- ending ----------------------------------------------------------------------------
 
     def mark_canceled(self) -> int:
-        """No more inputs run: drop the queue. Returns the batches still in the pool, whose room
-        the agent gives back once the pool has stopped them."""
+        """No more inputs run: drop the queue. Returns the room the agent still owes back, once
+        the pool has stopped the job's calls: the batches still in the pool, and those that left
+        it since the event loop last looked (their wake-up, now, finds nothing to give back; not
+        counting them here leaked their room, and the node ran fewer calls from then on)."""
         with self.lock:
             if self.state == RUNNING:
                 self.state = CANCELED
                 self.queue.clear()
-            in_pool, self.batches_in_pool = self.batches_in_pool, 0
+            owed = self.batches_in_pool + self._settled_in_pool
+            self.batches_in_pool = 0
             self._settled_in_pool = 0
         self.changed.set()
-        return in_pool
+        return owed
 
     def forget_events(self) -> None:
         with self.lock:
