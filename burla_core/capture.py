@@ -322,12 +322,13 @@ class WorkerOutput:
             threading.Thread(target=self._relay, args=(relay,), name="burla-output-relay", daemon=True).start()
 
     def _relay_now(self) -> None:
-        """After a flush, in a worker that reads its own pipes: send what they hold at once."""
-        if not self._check():
-            return
+        """After a flush, in a worker that reads its own pipes: send what they hold at once. The
+        lock first, even when they look empty: the relay thread may hold their bytes, and sends
+        them before it lets go of the lock."""
         items: list = []
         with self.lock:
-            self._take(items.append)
+            if self._check():
+                self._take(items.append)
         if items:
             self._relay_to(items)
 
@@ -390,9 +391,12 @@ class WorkerOutput:
             items: list = []
             with self.lock:
                 self._take(items.append)
-            if items:
-                relay(items)
-            else:
+                # Sent before the lock goes: a flush (print(..., flush=True)) that finds the pipes
+                # empty because this thread took their bytes returns only once they are sent, so
+                # a line printed just before a crash is not lost with this thread.
+                if items:
+                    relay(items)
+            if not items:
                 threading.Event().wait(0.01)  # readable but empty (taken by end_input meanwhile)
 
 
