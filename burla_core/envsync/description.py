@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from .scancache import cached
@@ -78,11 +79,29 @@ class EnvironmentDescription:
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
-def requirement_of(distribution: importlib.metadata.Distribution) -> Requirement | None:
+def name_and_version(distribution: importlib.metadata.Distribution) -> tuple[str | None, str | None]:
+    """The distribution's Name and Version, read from the head of its METADATA: a tenth of the
+    time of `distribution.metadata`, which parses the whole file (long description and all) as
+    an email — a fresh machine's first scan of its packages took 150 ms that way."""
+    text = distribution.read_text("METADATA") or distribution.read_text("PKG-INFO") or ""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line:
+            break  # the headers end at the first empty line
+        key, colon, value = line.partition(":")
+        key = key.lower()
+        if colon and key in ("name", "version") and key not in found:
+            found[key] = value.strip()
+    if "name" not in found or "version" not in found:  # not the usual layout: let the parser judge
+        return distribution.metadata["Name"], distribution.metadata["Version"]
+    return found["name"], found["version"]
+
+
+def requirement_of(distribution: importlib.metadata.Distribution,
+                   name_version: tuple[str | None, str | None] | None = None) -> Requirement | None:
     """The distribution as a requirement, or None when it was installed from a local directory.
     PEP 610's direct_url.json says where a direct-URL install came from."""
-    name = distribution.metadata["Name"]
-    version = distribution.version
+    name, version = name_version or name_and_version(distribution)
     text = distribution.read_text("direct_url.json")
     if not text:
         return Requirement(name, version)
@@ -118,6 +137,7 @@ def path_signature(paths: list[str]) -> tuple:
 
 
 _described: tuple[tuple, tuple[tuple[Requirement, ...], tuple[str, ...]]] | None = None
+_describing = threading.Lock()  # one scan at a time: a second caller waits for the first's result
 
 
 def installed_requirements(paths: list[str] | None = None) -> tuple[tuple[Requirement, ...], tuple[str, ...]]:
@@ -127,13 +147,17 @@ def installed_requirements(paths: list[str] | None = None) -> tuple[tuple[Requir
     signature = path_signature(paths)
     if _described is not None and _described[0] == signature:
         return _described[1]
+
     def scan() -> list:
         requirements, local = _scan_requirements(paths)
         return [[[r.name, r.version, r.url] for r in requirements], list(local)]
 
-    scanned = cached("requirements", signature, scan)
-    result = (tuple(Requirement(*entry) for entry in scanned[0]), tuple(scanned[1]))
-    _described = (signature, result)
+    with _describing:
+        if _described is not None and _described[0] == signature:
+            return _described[1]
+        scanned = cached("requirements", signature, scan)
+        result = (tuple(Requirement(*entry) for entry in scanned[0]), tuple(scanned[1]))
+        _described = (signature, result)
     return result
 
 
@@ -142,7 +166,7 @@ def _scan_requirements(paths: list[str]) -> tuple[tuple[Requirement, ...], tuple
     local: list[str] = []
     seen: set[str] = set()
     for distribution in importlib.metadata.distributions(path=paths):
-        name = distribution.metadata["Name"]
+        name, version = name_and_version(distribution)
         if not name:
             continue  # a broken dist-info directory: nothing an installer could use
         key = normalize_name(name)
@@ -151,7 +175,7 @@ def _scan_requirements(paths: list[str]) -> tuple[tuple[Requirement, ...], tuple
         seen.add(key)
         if key == OWN_DISTRIBUTION:
             continue
-        requirement = requirement_of(distribution)
+        requirement = requirement_of(distribution, (name, version))
         if requirement is None:
             local.append(name)
         else:

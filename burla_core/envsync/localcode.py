@@ -30,7 +30,7 @@ import zipfile
 from dataclasses import dataclass
 
 from ..errors import LocalCodeTooBig
-from .description import normalize_name, path_signature
+from .description import name_and_version, normalize_name, path_signature
 from .scancache import cached
 
 MAX_CODE_BYTES = 100 * 1000 * 1000
@@ -237,7 +237,7 @@ def _scan_distributions_now() -> _Distributions:
     installed = _installed_dirs()
     seen: set[str] = set()
     for distribution in importlib.metadata.distributions():
-        name = normalize_name(distribution.metadata["Name"] or "")
+        name = normalize_name(name_and_version(distribution)[0] or "")
         if not name or name in seen:
             continue  # shadowed by one earlier on the path, as imports would be
         seen.add(name)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY
+from ..envsync.description import installed_requirements
 from ..envsync.job import JobEnvironment
 from ..errors import PackageInstallFailed
 from ..pool import WorkerPool
@@ -73,6 +74,12 @@ class JobSetup:
         self._pools: collections.OrderedDict[str, _EnvironmentPool] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._threads = concurrent.futures.ThreadPoolExecutor(SETUP_THREADS, thread_name_prefix="burla-env")
+
+    def warm_up(self) -> None:
+        """Read what the agent's own environment has, in a setup thread, before the first job
+        needs it to plan: the scan of a fresh machine's packages takes a good part of a second."""
+        if self.sync_packages:
+            self._threads.submit(installed_requirements)
 
     def start(self, job: AgentJob, environment: JobEnvironment, on_ready: Callable[[WorkerPool, dict], None]) -> None:
         """Make the job's environment, then call `on_ready(pool, worker_env)` on the loop. A job

@@ -63,6 +63,7 @@ async def serve(config: AgentConfig, ready=None) -> None:
     )
     if ready is not None:
         ready(url)
+    agent.setup.warm_up()
     try:
         await agent.stopping.wait()
     finally:
