@@ -127,3 +127,58 @@ def test_node_start_refuses_a_port_out_of_range_without_a_traceback():
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "OverflowError" not in result.stderr, result.stderr
     assert "--port" in result.stderr and "0<=x<=65535" in result.stderr, result.stderr
+
+
+def start_with_secrets_on_stdin(line: bytes, *args: str) -> subprocess.Popen:
+    environment = python_env()
+    environment.pop("BURLA_NODE_TOKEN", None)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "burla_cli", "node", "start", "--port", "0", "--secrets-on-stdin", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )
+    agent.stdin.write(line)
+    agent.stdin.close()
+    return agent
+
+
+def test_an_agent_takes_its_token_and_tls_on_stdin_and_keeps_them_off_the_disk(tmp_path):
+    from .node.test_agent_http import make_self_signed
+
+    cert, key = make_self_signed(tmp_path)
+    secrets = {"token": TOKEN, "tls_cert": open(cert).read(), "tls_key": open(key).read()}
+    (tmp_path / "node.key").unlink()  # the agent must not need the files
+    agent = start_with_secrets_on_stdin(json.dumps(secrets).encode() + b"\n")
+    try:
+        line = agent.stdout.readline().decode()
+        assert line.startswith("burla node agent listening on https://127.0.0.1:"), agent.stderr.read()
+        url = line.split()[-1]
+        trusted = burla_node("health", "--nodes", url, "--ca", cert)
+        assert trusted.returncode == 0, trusted.stderr
+        wrong = burla_node("health", "--nodes", url, "--ca", cert, token="another-token-0123456789abc")
+        assert wrong.returncode == 1 and "token" in wrong.stderr.lower(), wrong.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
+@pytest.mark.parametrize("line, says", [
+    (b"", "stdin closed"),
+    (b"not json\n", "not a JSON object"),
+    (b'{"tls_cert": "x"}\n', 'no "token"'),
+    (b'{"token": "node-cli-test-token-0123456789", "tls_cert": "PEM"}\n', '"tls_cert" and "tls_key"'),
+])
+def test_secrets_on_stdin_that_are_missing_or_malformed_are_a_usage_error(line, says):
+    agent = start_with_secrets_on_stdin(line)
+    agent.wait(timeout=60)
+    stderr = agent.stderr.read()
+    agent.stdout.close()
+    agent.stderr.close()
+    assert agent.returncode == 2, stderr
+    assert says in stderr.decode() and "Traceback" not in stderr.decode(), stderr
+
+
+def test_secrets_on_stdin_and_a_token_file_are_one_or_the_other(tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    result = burla_node("start", "--secrets-on-stdin", "--token-file", str(token_file))
+    assert result.returncode == 2 and "one or the other" in result.stderr, result.stderr

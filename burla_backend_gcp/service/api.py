@@ -17,6 +17,7 @@ out; every route needs a burla token or an administrator's Google credentials (a
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 import uuid
 
@@ -27,9 +28,9 @@ from burla_core import __version__
 from .. import schema
 from ..fit import Call, slots_for, why_none_fit
 from .app import GROWER, JOBS, REGISTRY, SETTINGS, STORE
-from .auth import caller_of, require_admin
+from .auth import caller_of, public, require_admin
 from .firewall import admit_caller
-from .responses import ApiFailure, bad_request, json_body, not_found
+from .responses import ApiFailure, bad_request, json_body, not_found, service_url
 from .secrets import node_access
 
 routes = web.RouteTableDef()
@@ -131,7 +132,8 @@ async def job_started(request: web.Request) -> web.Response:
     answer = {"booting": [], "failures": []}
     if job.get("grow") and wanted > 0:
         call = Call.from_wire(job["call"])
-        answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, wanted)
+        answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, wanted,
+                                         service_url=service_url(request))
         values["grow_failures"] = answer["failures"]
         values["grown_nodes"] = [item["node_id"] for item in answer["booting"]]
         await app[REGISTRY].refresh()  # its watchers see the new nodes booting from now on
@@ -222,9 +224,24 @@ async def boot_nodes(request: web.Request) -> web.Response:
     python = body.get("python")
     if image is None and not python:
         raise bad_request("give the nodes' image, or the python version whose python:X.Y image they run")
-    answer = await asyncio.to_thread(app[GROWER].boot_standing, count, image or f"python:{python}")
+    answer = await asyncio.to_thread(app[GROWER].boot_standing, count, image or f"python:{python}",
+                                     service_url(request))
     app[REGISTRY].nudge()
     return web.json_response(answer)
+
+
+@routes.post("/v1/nodes/{node_id}/changed")
+@public
+async def node_changed(request: web.Request) -> web.Response:
+    """A node's supervisor says it wrote its document (READY, or why it ended): the registry reads
+    the documents now instead of at its next poll, so a caller waiting for that node hears of it
+    at once. It takes the node token; the documents themselves are the truth it reads."""
+    access = await asyncio.to_thread(node_access, request.app)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), access.token.encode()):
+        raise ApiFailure(401, "unauthenticated", "this endpoint takes the cluster's node token")
+    request.app[REGISTRY].nudge()
+    return web.json_response({"ok": True})
 
 
 @routes.delete("/v1/nodes/{node_id}")

@@ -31,7 +31,7 @@ from .api import _job_of
 from .app import GROWER, REGISTRY, SETTINGS, STORE
 from .auth import TOKEN_CACHE, caller_of, require_admin
 from .reports import input_detail, inputs_page, progress_of
-from .responses import ApiFailure, bad_request, json_body, not_found
+from .responses import ApiFailure, bad_request, json_body, not_found, service_url
 
 routes = web.RouteTableDef()
 
@@ -205,7 +205,7 @@ async def start_cluster(request: web.Request) -> web.Response:
     if not missing:
         return web.json_response({"booting": [], "failures": [], "message": f"{len(standing)} nodes are up already"})
     image = config.container_image or f"python:{_service_python()}"
-    answer = await asyncio.to_thread(app[GROWER].boot_standing, missing, image)
+    answer = await asyncio.to_thread(app[GROWER].boot_standing, missing, image, service_url(request))
     app[REGISTRY].nudge()
     return web.json_response(answer)
 

@@ -35,7 +35,7 @@ from .app import GROWER, REGISTRY, SETTINGS, STORE
 from .auth import caller_of
 from .firewall import admit_caller
 from .api import refuse_runners
-from .responses import ApiFailure, bad_request, json_body, not_found
+from .responses import ApiFailure, bad_request, json_body, not_found, service_url
 
 routes = web.RouteTableDef()
 
@@ -43,12 +43,6 @@ OBJECT_NAME = re.compile(r"^(spec|inputs-[0-9]{6})$")
 RESULTS_PAGE_BYTES = 16 * 1000 * 1000
 LOGS_PAGE = 1000
 RUNNER_TOKEN_SECONDS = 30 * 24 * 3600.0
-
-
-def cluster_url(request: web.Request) -> str:
-    """The URL callers reach this service at (Cloud Run's front end says https)."""
-    scheme = request.headers.get("X-Forwarded-Proto") or request.scheme
-    return f"{scheme}://{request.host}"
 
 
 async def owned_job(request: web.Request) -> dict:
@@ -138,7 +132,7 @@ async def submit(request: web.Request) -> web.Response:
     chunks, total = body.get("input_chunks"), body.get("total")
     if type(chunks) is not int or chunks < 0 or type(total) is not int or total < 0:
         raise bad_request("input_chunks and total must be ints >= 0")
-    values = {"submitted": True, "input_chunks": chunks, "total": total, "cluster_url": cluster_url(request)}
+    values = {"submitted": True, "input_chunks": chunks, "total": total, "cluster_url": service_url(request)}
     store = request.app[STORE]
     await asyncio.to_thread(store.update_job, job["job_id"], values)
     job.update(values)
@@ -155,7 +149,8 @@ async def place_runner(app: web.Application, job: dict) -> str | None:
     if not serving:
         if job.get("grow") and not job.get("runner_host_booted"):
             call = Call.from_wire(job["call"])
-            answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, 1)
+            answer = await asyncio.to_thread(app[GROWER].grow, job["job_id"], call, 1,
+                                             service_url=job.get("cluster_url") or "")
             await asyncio.to_thread(app[STORE].update_job, job["job_id"], {
                 "runner_host_booted": True, "grow_failures": answer["failures"],
                 "grown_nodes": [item["node_id"] for item in answer["booting"]]})

@@ -107,9 +107,11 @@ class Grower:
 
     # --- booting -------------------------------------------------------------------------------
 
-    def grow(self, job_id: str | None, call: Call, wanted_slots: int, idle_timeout_s: float | None = None) -> dict:
+    def grow(self, job_id: str | None, call: Call, wanted_slots: int, idle_timeout_s: float | None = None,
+             service_url: str = "") -> dict:
         """Boot VMs for `wanted_slots` more slots of `call`. Returns at once:
-        {"booting": [{"node_id", "machine_type", "slots"}], "failures": [reasons]}."""
+        {"booting": [{"node_id", "machine_type", "slots"}], "failures": [reasons]}. `service_url`:
+        where the VMs tell this service that their node document changed ("": they do not)."""
         config = self.store.config(fresh=True)
         zones = self.zones_for(call, config)
         if not zones:
@@ -118,10 +120,10 @@ class Grower:
             shapes = self.compute.family(zones[0], self.family_for(call, config))
             budget = config.cpu_quota - self.live_cpus()
             planned, shortfall = pack(shapes, call, wanted_slots, budget)
-            booting = self._start_boots(job_id, call, config, planned, zones, idle_timeout_s)
+            booting = self._start_boots(job_id, call, config, planned, zones, idle_timeout_s, service_url)
         return {"booting": booting, "failures": [shortfall] if shortfall else []}
 
-    def boot_standing(self, count: int, image: str) -> dict:
+    def boot_standing(self, count: int, image: str, service_url: str = "") -> dict:
         """Boot `count` nodes of the config's machine type running `image`: the cluster's own
         nodes, deleted after the config's idle_timeout_s."""
         config = self.store.config(fresh=True)
@@ -142,13 +144,13 @@ class Grower:
                     break
                 budget -= machine.cpus
                 planned.append(Planned(machine, machine_slots(machine, call) or 1))
-            booting = self._start_boots(None, call, config, planned, zones, None)
+            booting = self._start_boots(None, call, config, planned, zones, None, service_url)
         return {"booting": booting, "failures": failures}
 
     def _start_boots(self, job_id, call: Call, config: schema.ClusterConfig, planned: list[Planned], zones: list[str],
-                     idle_timeout_s: float | None) -> list[dict]:
+                     idle_timeout_s: float | None, service_url: str) -> list[dict]:
         """A BOOTING document for each planned VM (written together), then each VM's creation."""
-        boots = [self._prepare_boot(job_id, call, config, plan, zones, idle_timeout_s) for plan in planned]
+        boots = [self._prepare_boot(job_id, call, config, plan, zones, idle_timeout_s, service_url) for plan in planned]
         if boots:
             self.store.set_nodes({boot[0]["node_id"]: boot[1] for boot in boots})
         for _, _, create in boots:
@@ -156,7 +158,7 @@ class Grower:
         return [answer for answer, _, _ in boots]
 
     def _prepare_boot(self, job_id, call: Call, config: schema.ClusterConfig, plan: Planned, zones: list[str],
-                      idle_timeout_s: float | None) -> tuple[dict, dict, tuple]:
+                      idle_timeout_s: float | None, service_url: str) -> tuple[dict, dict, tuple]:
         node_id = f"burla-node-{uuid.uuid4().hex[:10]}"
         image = self.image_for(call, config)
         gpu = bool(call.resources.func_gpu)
@@ -165,6 +167,7 @@ class Grower:
             database=self.settings.database, image=image, cpus=plan.machine.cpus,
             ram_gb=round(plan.machine.memory_gb * RAM_SHARE, 2), node_port=config.node_port, idle_timeout_s=idle,
             heartbeat_s=config.heartbeat_s, job_lease_s=config.job_lease_s, grown_for=job_id or "",
+            cluster_url=service_url,
         )
         boot_image = config.gpu_boot_image if plan.machine.gpus else config.boot_image
         document = {

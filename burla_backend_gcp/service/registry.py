@@ -21,9 +21,11 @@ from .. import schema
 log = logging.getLogger("burla.cluster")
 
 IDLE_POLL_S = 5.0
-# While a caller waits and a node boots, the node's READY reaches the caller this much sooner: a
-# grown job's first result waits on it. Firestore bills reads: only for the minutes of a boot.
-BOOTING_POLL_S = 0.1
+# A booting node's supervisor tells the service when it is READY (POST /v1/nodes/ID/changed:
+# `nudge`), so the caller hears of it at once; this poll, while a caller waits and a node boots,
+# only covers a node that cannot reach the service. Polling faster costs Firestore reads (and, on
+# the stand-in, the emulator's CPU that the booting node needs).
+BOOTING_POLL_S = 0.5
 HEARTBEAT_MISSES = 4  # a serving node silent for this many heartbeats is taken for lost
 
 

@@ -20,6 +20,12 @@ class ApiFailure(web.HTTPException):
         self.code = code
 
 
+def service_url(request: web.Request) -> str:
+    """The URL callers reach this service at (Cloud Run's front end says https)."""
+    scheme = request.headers.get("X-Forwarded-Proto") or request.scheme
+    return f"{scheme}://{request.host}"
+
+
 def bad_request(message: str, **details: Any) -> ApiFailure:
     return ApiFailure(400, "invalid_request", message, **details)
 

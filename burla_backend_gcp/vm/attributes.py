@@ -20,6 +20,7 @@ class NodeAttributes:
     heartbeat_s: float = 10.0
     job_lease_s: float = 30.0
     grown_for: str = ""  # the job that booted it, "" for the cluster's own nodes
+    cluster_url: str = ""  # the cluster service, told when the node's document changes ("": never)
 
     def to_metadata(self) -> dict[str, str]:
         return {PREFIX + f.name.replace("_", "-"): str(getattr(self, f.name)) for f in fields(self)}

@@ -4,10 +4,10 @@ burla_backend_gcp.vm.node`, started by the startup script).
     metadata server ─► who am I (name, zone, project, addresses, NodeAttributes), a token for
           │            the VM's service account
           ▼
+    `python -m burla_core.node start --secrets-on-stdin --cpus … --image …` (the node agent),
+          │  started at once: its imports overlap ▼
     Secret Manager ─► node token, cluster CA ─► a TLS certificate for this node's addresses
-          ▼
-    `python -m burla_core.node start --tls-cert … --cpus … --image …` (the node agent)
-          ▼  its URL and /health
+          ▼  on the agent's stdin (never on disk); its URL and /health
     nodes/{name} in Firestore: READY, address, CPUs, RAM, GPUs, image, versions
           ▼  every heartbeat_s
     heartbeat_at, READY/RUNNING (from the agent's jobs) ── idle for idle_timeout_s ──► DELETED
@@ -46,6 +46,7 @@ log = logging.getLogger("burla.node-supervisor")
 AGENT_START_SECONDS = 120.0
 HEALTH_TIMEOUT_S = 5.0
 HEALTH_FAILURES = 3  # the agent is taken for dead after this many failed health checks in a row
+TELL_TIMEOUT_S = 5.0
 READY_PREFIX = "burla node agent listening on "
 
 
@@ -85,6 +86,7 @@ class Supervisor:
         self.ended = threading.Lock()  # held by whoever reports the end (once)
         self.reported = threading.Event()  # set once the end is reported
         self.agent: subprocess.Popen | None = None
+        self.token: str | None = None  # the node token, once read
         self.runners: dict[str, subprocess.Popen] = {}  # detached jobs' runners this node hosts
         self.runners_done: set[str] = set()
         # Under HOME: on a VM the container's, on the stand-in the VM's own folder (removed with it).
@@ -140,12 +142,28 @@ class Supervisor:
         log.info("node %s ends (%s): %s", self.name, status, reason)
         try:
             self.write(status=status, status_reason=reason, ended_at=time.time())
+            self.tell_cluster()
         except Exception:
             log.exception("could not write the node's end into Firestore")
         self.stop_agent()
         if delete_vm:
             self.delete_vm()
         self.reported.set()
+
+    def tell_cluster(self) -> None:
+        """Tell the cluster service that this node's document changed, so that a caller waiting
+        for this node hears of it now rather than at the service's next read (best effort:
+        the service reads the documents on its own anyway)."""
+        url = self.attributes.cluster_url
+        if not url or not self.token:
+            return
+        request = urllib.request.Request(f"{url.rstrip('/')}/v1/nodes/{self.name}/changed", data=b"{}", method="POST",
+                                         headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=TELL_TIMEOUT_S) as answer:
+                answer.read()
+        except (OSError, ValueError) as error:
+            log.info("could not tell the cluster service at %s that this node changed: %s", url, error)
 
     def delete_vm(self) -> None:
         from google.api_core import exceptions
@@ -161,8 +179,9 @@ class Supervisor:
 
     # --- secrets and TLS -------------------------------------------------------------------------
 
-    def prepare_tls(self) -> tuple[str, str, str, str]:
-        """(token file, certificate file, key file, CA PEM) for the agent, written 0600."""
+    def fetch_secrets(self) -> dict[str, str]:
+        """The agent's secrets: the node token, and a TLS certificate for this node's addresses
+        signed by the cluster CA (made here; the key never leaves this VM's memory)."""
         from ..tls import KeyPair, node_certificate
 
         from .. import clients
@@ -171,30 +190,34 @@ class Supervisor:
         token = values[schema.NODE_TOKEN_SECRET].strip()
         ca = KeyPair(values[schema.CA_CERT_SECRET], values[schema.CA_KEY_SECRET])
         pair = node_certificate(ca, self.name, [self.internal_ip, self.external_ip])
-        paths = []
-        for file_name, text in (("token", token), ("node.pem", pair.cert_pem), ("node-key.pem", pair.key_pem)):
-            path = self.workdir / file_name
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-                handle.write(text)
-            paths.append(str(path))
         self.token = token
         self.ca_pem = ca.cert_pem
-        return paths[0], paths[1], paths[2], ca.cert_pem
+        return {"token": token, "tls_cert": pair.cert_pem, "tls_key": pair.key_pem}
 
     # --- the agent -------------------------------------------------------------------------------
 
-    def start_agent(self, token_file: str, cert: str, key: str) -> str:
-        """Start the node agent; its URL once it listens. RuntimeError says why it did not."""
+    def start_agent(self) -> None:
+        """Start the node agent, which takes its secrets on stdin: its interpreter and imports
+        (most of a second) overlap the reading of the secrets and the making of its certificate."""
         a = self.attributes
         command = [
             sys.executable, "-m", "burla_core.node", "start", "--host", self.internal_ip, "--port", str(a.node_port),
-            "--token-file", token_file, "--tls-cert", cert, "--tls-key", key, "--name", self.name,
+            "--secrets-on-stdin", "--name", self.name,
             "--cpus", str(a.cpus), "--ram-gb", f"{a.ram_gb:g}", "--image", a.image, "--job-lease", f"{a.job_lease_s:g}",
         ]
         with open(self.agent_log, "ab") as agent_log:
-            self.agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=agent_log, stdin=subprocess.DEVNULL)
+            self.agent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=agent_log, stdin=subprocess.PIPE)
+
+    def agent_listening(self, secrets: dict[str, str]) -> str:
+        """Hand the agent its secrets; its URL once it listens. RuntimeError says why it did not."""
+        agent = self.agent
+        try:
+            agent.stdin.write(json.dumps(secrets).encode() + b"\n")
+            agent.stdin.close()
+        except OSError:  # it exited already: its log says why
+            pass
         deadline = time.monotonic() + AGENT_START_SECONDS
-        stdout = self.agent.stdout
+        stdout = agent.stdout
         while time.monotonic() < deadline:
             ready, _, _ = select.select([stdout], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
@@ -204,9 +227,9 @@ class Supervisor:
                 port = line[len(READY_PREFIX):].rsplit(":", 1)[1]
                 threading.Thread(target=self._drain, args=(stdout,), daemon=True).start()
                 return f"https://{self.external_ip}:{port}"
-            if not line and self.agent.poll() is not None:
+            if not line and agent.poll() is not None:
                 break
-        status = self.agent.poll()
+        status = agent.poll()
         self.stop_agent()
         raise RuntimeError(f"the node agent did not start (exit status {status}): {self.agent_log_tail()}")
 
@@ -243,10 +266,11 @@ class Supervisor:
         a = self.attributes
         threading.Thread(target=self.write, kwargs={"boot_progress": "starting the node agent"}, daemon=True).start()
         try:
-            token_file, cert, key, _ = self.prepare_tls()
-            url = self.start_agent(token_file, cert, key)
+            self.start_agent()
+            url = self.agent_listening(self.fetch_secrets())
             report = self.health(url)
         except Exception as error:  # the agent cannot start: say why, then go
+            self.stop_agent()
             self.log_line(f"the node could not start: {error}")
             self.end(schema.FAILED, f"the node agent could not start: {error}")
             return 0
@@ -256,6 +280,7 @@ class Supervisor:
             gpus=report["gpus"], image=report["image"], python=report["python"], burla=report["burla"],
             ready_at=now, heartbeat_at=now, idle_timeout_s=a.idle_timeout_s,
         )
+        self.tell_cluster()
         self.log_line(f"ready at {url} ({report['cpus']} CPUs, {report['ram_gb']} GB, {len(report['gpus'])} GPU(s))")
         threading.Thread(target=self.watch_preemption, name="preemption", daemon=True).start()
         self.heartbeat(url)

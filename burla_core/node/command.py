@@ -8,9 +8,12 @@ stays fast): the agent is imported when `start` runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import secrets
 import sys
+import tempfile
 
 import click
 
@@ -45,9 +48,10 @@ def env_token() -> str | None:
 @click.option("--env-cache-gb", type=FiniteFloat(min=0.1), default=20.0, show_default=True, help="Disk cap of that directory; least recently used environments go first.")
 @click.option("--installer", type=click.Choice(["auto", "uv", "pip"]), default="auto", show_default=True, help="What installs jobs' packages (auto: uv, else pip).")
 @click.option("--install-timeout", type=FiniteFloat(min=1), default=1800.0, show_default=True, help="Seconds one environment's install may take.")
+@click.option("--secrets-on-stdin", is_flag=True, help='Read the token (and TLS certificate and key) as one JSON line on stdin, {"token": ..., "tls_cert": PEM, "tls_key": PEM}, instead of --token-file/--tls-cert/--tls-key: a supervisor can start the agent while it still fetches them, and they never touch the disk.')
 def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_gb, image, idle_shutdown,
           shutdown_command, job_lease, max_pending_mb, upload_hold, access_log, no_sync_packages, env_cache,
-          env_cache_gb, installer, install_timeout) -> None:
+          env_cache_gb, installer, install_timeout, secrets_on_stdin) -> None:
     """Start the node agent and serve until stopped (SIGTERM or Ctrl-C).
 
     It prints "burla node agent listening on URL" once it accepts requests, and logs to stderr.
@@ -64,12 +68,24 @@ def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_g
     Exit status: 0 when stopped, 1 when it cannot listen or serve, 2 for a usage error (a bad
     option value, no token, TLS files that do not load, plain HTTP on a network address).
     """
+    if secrets_on_stdin and (file_token or tls_cert or tls_key):
+        raise click.UsageError("--secrets-on-stdin replaces --token-file, --tls-cert and --tls-key: pass one or the other")
+    from concurrent.futures import ThreadPoolExecutor
+
     from burla_core.machine import cpu_count, usable_ram_gb
     from burla_core.node.capacity import measure_capacity
-    from burla_core.node.serve import serve
-    from burla_core.node.settings import AgentConfig, AgentConfigError, check_config
 
+    # The machine is measured (nvidia-smi can take a while) while the agent's modules import.
+    with ThreadPoolExecutor(1, thread_name_prefix="burla-measure") as executor:
+        measured = executor.submit(measure_capacity, cpus, ram_gb, image)
+        from burla_core.node.serve import serve
+        from burla_core.node.settings import AgentConfig, AgentConfigError, check_config
+
+        capacity = measured.result()
+    # A supervisor fetches the secrets while all that ran.
     token = file_token or env_token()
+    if secrets_on_stdin:
+        token, tls_cert, tls_key = read_secrets(sys.stdin)
     if not token:
         raise click.UsageError(
             f"no token: pass --token-file FILE or set {TOKEN_ENV} (make one with `burla node token`)"
@@ -86,7 +102,7 @@ def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_g
         tls_cert=tls_cert,
         tls_key=tls_key,
         insecure=insecure,
-        capacity=measure_capacity(cpus, ram_gb, image),
+        capacity=capacity,
         idle_shutdown=idle_shutdown,
         shutdown_command=shutdown_command,
         job_lease=job_lease,
@@ -123,6 +139,47 @@ def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_g
         raise click.ClickException(str(error)) from None
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+
+
+def read_secrets(stream) -> tuple[str, str | None, str | None]:
+    """(token, certificate path, key path) from one JSON line of `stream` (--secrets-on-stdin).
+    The PEMs go into anonymous memory files where the system has them (Linux), else into
+    private temporary files removed when the agent exits."""
+    line = stream.readline()
+    try:
+        secrets_ = json.loads(line)
+        if not isinstance(secrets_, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as error:
+        what = "nothing (stdin closed)" if not line else f"a line that is not a JSON object ({error})"
+        raise click.UsageError(f'--secrets-on-stdin: expected {{"token": ..., "tls_cert": PEM, "tls_key": PEM}} '
+                               f"on stdin, got {what}") from None
+    token = secrets_.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise click.UsageError('--secrets-on-stdin: the JSON line has no "token"')
+    cert, key = secrets_.get("tls_cert"), secrets_.get("tls_key")
+    if bool(cert) != bool(key):
+        raise click.UsageError('--secrets-on-stdin: TLS takes both "tls_cert" and "tls_key"')
+    if not cert:
+        return token.strip(), None, None
+    return token.strip(), private_file("node.pem", cert), private_file("node-key.pem", key)
+
+
+def private_file(name: str, text: str) -> str:
+    """A path to `text` that only this process (and its children) can read."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)  # lives as long as the agent; never on disk
+        os.write(fd, text.encode())
+        return f"/proc/self/fd/{fd}"
+    import atexit
+    import shutil
+
+    directory = tempfile.mkdtemp(prefix="burla-node-tls-")  # 0700
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = os.path.join(directory, name)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(text)
+    return path
 
 
 @click.command()

@@ -56,6 +56,8 @@ def test_grow_boots_nodes_with_the_calls_image_region_and_disk_from_none_of_its_
     vm = instances.get(project=gcp.standin.project_id, zone="europe-west4-a", instance=name)
     assert vm.disks[0].disk_size_gb == 80 and vm.machine_type.endswith("/n2-highmem-8")
     assert schema.NODE_TAG in vm.tags.items and vm.service_accounts[0].email.startswith(schema.NODE_SERVICE_ACCOUNT_ID)
+    attributes = {item.key: item.value for item in vm.metadata.items}
+    assert attributes["burla-cluster-url"] == gcp.cluster.url, "the node tells the service it is ready, there"
     seam_log = next((gcp.standin.root / "vms").glob(f"{name}-*")) / "seam.log"
     assert f"image {image}" in seam_log.read_text(), "the agent should run inside the call's image"
     print(f"grow from zero of its kind: {time.monotonic() - started:.1f} s")

@@ -43,6 +43,14 @@ def test_every_request_needs_a_burla_token(gcp):
     assert status == 200 and answer["project"] == gcp.standin.project_id and answer["caller"] == "tester@example.com"
 
 
+def test_a_node_saying_its_document_changed_needs_the_node_token(gcp):
+    url = f"{gcp.cluster.url}/v1/nodes/any-node/changed"
+    assert http(url, "POST", body={})[0] == 401
+    assert http(url, "POST", token=gcp.user_token, body={})[0] == 401, "a user token is not the node token"
+    status, answer = http(url, "POST", token=gcp.cluster.node_token, body={})
+    assert (status, answer) == (200, {"ok": True})
+
+
 def test_an_expired_token_gets_a_clear_run_burla_login_error_and_no_stack_trace(gcp, monkeypatch):
     token = gcp.cluster.issue_token("late@example.com", lifetime_s=1)
     time.sleep(1.5)
