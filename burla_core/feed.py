@@ -45,12 +45,13 @@ class InputFeed:
         """Inputs that were sent but not finished (their node was lost): they go out first."""
         self._again.extend(items)
 
-    def batch_size(self, total_slots: int) -> int:
+    def batch_size(self, total_slots: int, split: int = 4) -> int:
+        """The size of the next batch: the remaining inputs cut into `split` batches per slot."""
         slots = max(1, total_slots)
         remaining = None if self.count_hint is None else self.count_hint - self.read
         if remaining is None or remaining <= 0:  # unknown, or len() was wrong: estimate
             remaining = self.read
-        size = math.ceil(max(remaining, 1) / (4 * slots))
+        size = math.ceil(max(remaining, 1) / (max(1, split) * slots))
         size = min(size, WINDOW_INPUTS // (BATCHES_PER_SLOT * slots), MAX_BATCH_INPUTS)
         return max(1, size)
 

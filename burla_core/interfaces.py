@@ -83,6 +83,12 @@ class NodeSession(ABC):
     #: the scheduler does not cut a batch below that, even at the end of a job. For a node where
     #: each batch costs a round trip of its own (an engine's task: ~10 ms); 0 for none.
     min_batch_seconds: float = 0.0
+    #: Into how many batches per slot the scheduler cuts the work that remains (guided
+    #: self-scheduling: each batch holds remaining / (batch_split x slots) inputs): more, smaller
+    #: batches end a job evenly; fewer, larger ones start fewer batches, for a node where each
+    #: start costs a round trip (an engine's task). A node's first batch, before it has shown
+    #: its pace, is cut in quarters whatever this says.
+    batch_split: int = 4
 
     @abstractmethod
     def submit(self, batch: InputBatch) -> None:

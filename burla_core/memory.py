@@ -62,6 +62,7 @@ class MemoryNode:
     inline: bool = False  # run batches in submit() itself, for overhead benchmarks
     talk_after_lost: bool = False
     min_batch_seconds: float = 0.0  # its sessions' NodeSession.min_batch_seconds
+    batch_split: int = 4  # ... and NodeSession.batch_split
     handler: Callable[[Callable, tuple], Any] | None = None
     # what happened, for assertions
     ran: list[int] = field(default_factory=list)
@@ -220,6 +221,7 @@ class MemorySession(NodeSession):
         self.node_id = node.node_id
         self.slots = slots
         self.min_batch_seconds = node.min_batch_seconds
+        self.batch_split = node.batch_split
         self.events = events
         self.function = pickle.loads(job.function_bytes)
         self.queue: collections.deque[InputBatch] = collections.deque()

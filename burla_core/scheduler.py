@@ -212,9 +212,11 @@ class ScheduledJob:
                 while len(work.batches) < limit:
                     if not feed.has_more():
                         return self._source_done()
-                    size = feed.batch_size(total_slots)
                     if not work.limit:  # a node's first batches: small, until it shows its pace
+                        size = feed.batch_size(total_slots)
                         work.limit = max(min(size, FIRST_BATCH_INPUTS), size // 8)
+                    else:  # then cut as its session asks
+                        size = feed.batch_size(total_slots, work.session.batch_split)
                     items = feed.take(min(max(size, work.floor), work.limit))
                     if not items:
                         return self._source_done()

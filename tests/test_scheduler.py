@@ -274,9 +274,10 @@ def _batch_sizes(monkeypatch, node: MemoryNode, count: int) -> list[int]:
 
     sizes: list[int] = []
     submit = MemorySession.submit
-    monkeypatch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
     inputs = list(range(count))
-    results, _ = run_job(MemoryCluster([node]), square, inputs)
+    with monkeypatch.context() as patch:  # undone before the next call measures its own
+        patch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
+        results, _ = run_job(MemoryCluster([node]), square, inputs)
     assert_exactly_once(results, inputs, square)
     return sizes
 
@@ -290,6 +291,16 @@ def test_a_node_s_min_batch_seconds_keeps_the_end_of_a_job_from_shrinking_to_sin
     # The first two go out before the node has shown its pace; the last holds what is left.
     assert min(floored[2:-1]) >= 8, f"batches fell below 0.1 s of calls (about 16 inputs of 5 ms): {floored}"
     assert len(floored) < len(plain), f"with the minimum there should be fewer batches: {floored} vs {plain}"
+
+
+def test_a_node_s_batch_split_cuts_the_remaining_work_into_fewer_larger_batches(monkeypatch):
+    # Guided self-scheduling: each batch holds remaining / (batch_split x slots). An engine's
+    # session halves the remaining work per slot instead of quartering it: fewer tasks to start.
+    quarters = _batch_sizes(monkeypatch, MemoryNode("plain", slots=2, delay=0.002), 600)
+    halves = _batch_sizes(monkeypatch, MemoryNode("engine", slots=2, delay=0.002, batch_split=2), 600)
+    assert sum(quarters) == sum(halves) == 600
+    assert max(halves) > max(quarters), f"halves should make larger batches: {halves} vs {quarters}"
+    assert len(halves) < len(quarters), f"halves should make fewer batches: {halves} vs {quarters}"
 
 
 def test_the_whole_api_on_an_in_memory_backend(backend):
