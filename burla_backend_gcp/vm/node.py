@@ -269,8 +269,7 @@ class Supervisor:
             self.start_agent()
             url = self.agent_listening(self.fetch_secrets())
             report = self.health(url)
-        except Exception as error:  # the agent cannot start: say why, then go
-            self.stop_agent()
+        except Exception as error:  # the agent cannot start: say why, then go (end() stops it)
             self.log_line(f"the node could not start: {error}")
             self.end(schema.FAILED, f"the node agent could not start: {error}")
             return 0

@@ -97,11 +97,9 @@ def name_and_version(distribution: importlib.metadata.Distribution) -> tuple[str
     return found["name"], found["version"]
 
 
-def requirement_of(distribution: importlib.metadata.Distribution,
-                   name_version: tuple[str | None, str | None] | None = None) -> Requirement | None:
-    """The distribution as a requirement, or None when it was installed from a local directory.
-    PEP 610's direct_url.json says where a direct-URL install came from."""
-    name, version = name_version or name_and_version(distribution)
+def requirement_of(distribution: importlib.metadata.Distribution, name: str, version: str | None) -> Requirement | None:
+    """The distribution (its `name_and_version`) as a requirement, or None when it was installed
+    from a local directory. PEP 610's direct_url.json says where a direct-URL install came from."""
     text = distribution.read_text("direct_url.json")
     if not text:
         return Requirement(name, version)
@@ -175,7 +173,7 @@ def _scan_requirements(paths: list[str]) -> tuple[tuple[Requirement, ...], tuple
         seen.add(key)
         if key == OWN_DISTRIBUTION:
             continue
-        requirement = requirement_of(distribution, (name, version))
+        requirement = requirement_of(distribution, name, version)
         if requirement is None:
             local.append(name)
         else:

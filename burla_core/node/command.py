@@ -83,9 +83,10 @@ def start(host, port, file_token, tls_cert, tls_key, insecure, name, cpus, ram_g
 
         capacity = measured.result()
     # A supervisor fetches the secrets while all that ran.
-    token = file_token or env_token()
     if secrets_on_stdin:
         token, tls_cert, tls_key = read_secrets(sys.stdin)
+    else:
+        token = file_token or env_token()
     if not token:
         raise click.UsageError(
             f"no token: pass --token-file FILE or set {TOKEN_ENV} (make one with `burla node token`)"
