@@ -398,3 +398,28 @@ def test_two_gpu_jobs_at_once_never_share_a_gpu(fake_gpus):
         thread.join(60)
     assert set(seen) == {"first", "second"}, seen
     assert seen["first"] != seen["second"], f"two jobs running at once were given the same GPU: {seen}"
+
+
+def _timer_slacks(_):
+    import ctypes
+    import threading
+
+    def read() -> int:  # this thread's own slack: prctl(PR_GET_TIMERSLACK)
+        return ctypes.CDLL(None).prctl(30, 0, 0, 0, 0)
+
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(read()))
+    thread.start()
+    thread.join()
+    return read(), seen[0]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/timerslack_ns"), reason="the kernel has no per-process timer slack")
+def test_the_function_and_threads_it_starts_get_a_1_us_timer_slack_and_the_caller_keeps_its_own():
+    from burla_core.worker import TIMER_SLACK_NS
+
+    with open("/proc/self/timerslack_ns") as slack:
+        callers = int(slack.read())
+    assert rpm(_timer_slacks, [0, 1]) == [(TIMER_SLACK_NS, TIMER_SLACK_NS)] * 2
+    with open("/proc/self/timerslack_ns") as slack:
+        assert int(slack.read()) == callers
