@@ -18,8 +18,8 @@ only once none of them runs any more.
 from __future__ import annotations
 
 import os
-import queue
 import sys
+import threading
 import time
 from typing import Callable, Iterator
 
@@ -30,7 +30,7 @@ from ..stdio_pool import StdioWorkerPool
 from ..types import ERROR, LOGS, NOTICE, RESULTS
 
 POLL_SECONDS = 0.05  # how often a running batch checks whether the engine canceled it
-FRAME_SECONDS = 0.005  # events this close together travel in one frame
+FRAME_SECONDS = 0.05  # events this close together travel in one frame (see _Inbox)
 MAX_FRAME_BYTES = 4 * 1000 * 1000
 STOP_SECONDS = CANCEL_GRACE_SECONDS + 4.0  # after a cancel: the pool kills a call within its grace
 
@@ -83,6 +83,72 @@ def _size(entry: list) -> int:
     return len(last) if isinstance(last, (bytes, str)) else 256
 
 
+class _Inbox:
+    """The pool's events of one batch, for the task's thread. The pool's reader thread adds them
+    one by one; the task's thread wakes once per frame, not once per event: at the first event
+    of a frame, then at FRAME_SECONDS or earlier when the batch is complete (its end is its
+    task's) or MAX_FRAME_BYTES are waiting. Every wake-up of an engine's process takes CPU from
+    the calls on the same machine."""
+
+    def __init__(self, input_indexes) -> None:
+        self._lock = threading.Lock()
+        self._events: list[list] = []
+        self._bytes = 0
+        self._left = set(input_indexes)  # inputs not yet ended, as the reader thread sees them
+        self.arrived = threading.Event()  # an event is waiting
+        self.urgent = threading.Event()  # ...and the frame should go now
+
+    def put(self, event: list) -> None:
+        kind, data = event[0], event[2]
+        if kind == RESULTS:
+            size = 0
+            for input_index, payload in data:
+                self._left.discard(input_index)
+                size += len(payload)
+        elif kind == ERROR:
+            self._left.discard(data[0])
+            size = 256
+        elif kind == LOGS:
+            size = sum(len(text) for _, _, text in data)
+        else:
+            size = 256
+        with self._lock:
+            first = not self._events
+            self._events.append(event)
+            self._bytes += size
+            urgent = not self._left or self._bytes >= MAX_FRAME_BYTES
+        if first:
+            self.arrived.set()
+        if urgent:
+            self.urgent.set()
+
+    def take(self) -> list[list]:
+        with self._lock:
+            events, self._events, self._bytes = self._events, [], 0
+            self.arrived.clear()
+            self.urgent.clear()
+        return events
+
+    def empty(self) -> bool:
+        with self._lock:
+            return not self._events
+
+
+def _frames(events: list[list], unsettled: set[int]) -> Iterator[list[list]]:
+    """The events as frames of at most about MAX_FRAME_BYTES each."""
+    frame: list[list] = []
+    size = 0
+    for event in events:
+        for entry in _entries(event, unsettled):
+            frame.append(entry)
+            size += _size(entry)
+        if size >= MAX_FRAME_BYTES:
+            yield frame
+            frame, size = [], 0
+    if frame:
+        yield frame
+
+
 def run_batch(
     function_bytes: bytes,
     items: list[tuple[int, bytes]],
@@ -94,8 +160,8 @@ def run_batch(
     process's pool; yield frames as events arrive. Returns once every input has ended, or after
     `stop_requested()` once the calls have stopped."""
     pool = engine_pool()
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    job = pool.open_job(function_bytes, 1, events.put, node_id="engine", env=env, ram_limit_bytes=ram_limit_bytes)
+    inbox = _Inbox(input_index for input_index, _ in items)
+    job = pool.open_job(function_bytes, 1, inbox.put, node_id="engine", env=env, ram_limit_bytes=ram_limit_bytes)
     unsettled = {input_index for input_index, _ in items}
     stopping_since: float | None = None
     try:
@@ -103,34 +169,15 @@ def run_batch(
             return
         pool.submit(job, 0, [(input_index, bytes(payload)) for input_index, payload in items])
         while True:
-            try:
-                event = events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                event = None
-            frame: list[list] = []
-            size = 0
-            flush_at = time.monotonic() + FRAME_SECONDS
-            while event is not None:
-                for entry in _entries(event, unsettled):
-                    frame.append(entry)
-                    size += _size(entry)
-                if size >= MAX_FRAME_BYTES:
-                    break  # the rest waits for the next frame
-                if not unsettled:
-                    break  # the batch is done: nothing more to wait for, and its end is its task's
-                remaining = flush_at - time.monotonic()
-                try:
-                    event = events.get(timeout=remaining) if remaining > 0 else events.get_nowait()
-                except queue.Empty:
-                    event = None
-            if frame:
-                yield frame
-            if not unsettled and events.empty():
+            if inbox.arrived.wait(POLL_SECONDS):
+                inbox.urgent.wait(FRAME_SECONDS)
+                yield from _frames(inbox.take(), unsettled)
+            if not unsettled and inbox.empty():
                 return
             if stopping_since is None and stop_requested():
                 stopping_since = time.monotonic()
                 pool.cancel(job)
-            if stopping_since is not None and events.empty():
+            if stopping_since is not None and inbox.empty():
                 if pool.is_stopped(job) or time.monotonic() - stopping_since > STOP_SECONDS:
                     return
     finally:
