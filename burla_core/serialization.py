@@ -169,13 +169,20 @@ def dumps(value: Any) -> bytes:
     return cloudpickle_dumps(value)
 
 
+def pickles_the_same_later(value: Any) -> bool:
+    """True for a value that no code can change and whose pickle is plain bytes (a number, a
+    str, None, a tuple of those): pickling it later gives the same payload as now."""
+    kind = type(value)
+    return kind in _SMALL or kind is str or (kind is tuple and _UNBUFFERED.issuperset(map(type, value)))
+
+
 def dumps_payload(value: Any) -> Payload:
     """`value` pickled with its big buffers out of band (an OutOfBandPickle), or plain bytes
     when it has none."""
     kind = type(value)
     if kind in _SMALL:  # hot: a worker returns many numbers
         return pickle.dumps(value, PROTOCOL)
-    if kind is str or (kind is tuple and all(type(v) in _UNBUFFERED for v in value)):  # hot too
+    if kind is str or (kind is tuple and _UNBUFFERED.issuperset(map(type, value))):  # hot too
         return pickle.dumps(value, PROTOCOL)
     stand_ins = _with_stand_ins(value)
     if stand_ins is None and (kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))):
