@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import queue
 
+import pytest
+
 from burla_core.engine.session import EngineSession, EngineTask
 from burla_core.serialization import dumps_input
 from burla_core.types import RESULTS, InputBatch
@@ -61,6 +63,45 @@ def test_read_ahead_keeps_the_next_batches_queued_on_the_engine():
         if event[0] == RESULTS:
             results += [index for index, _ in event[2]]
     assert sorted(results) == [0, 1, 2, 3, 4], f"each input's result exactly once: {results}"
+
+
+def test_a_batch_the_session_does_not_read_ahead_waits_for_a_free_slot():
+    # A Dask worker queues a second task behind its running one: the dask session reads ahead
+    # only batches its pace says are short, so a long one never waits behind a busy worker.
+    class ShortOnly(RecordingSession):
+        def may_read_ahead(self, items):
+            return len(items) <= 1
+
+    session = ShortOnly(slots=1, read_ahead=1)
+    session.submit(InputBatch(0, [(0, dumps_input(0, 0))]))
+    session.submit(InputBatch(1, [(1, dumps_input(1, 1)), (2, dumps_input(2, 2))]))
+    assert len(session.launched) == 1, "a two-input batch must not be read ahead"
+    session.finish(session.launched[0])
+    assert len(session.launched) == 2 and sorted(session.launched[1].items) == [1, 2]
+    session.submit(InputBatch(2, [(3, dumps_input(3, 3))]))
+    assert len(session.launched) == 3, "a one-input batch may be read ahead behind the running one"
+
+
+def test_the_dask_session_reads_ahead_only_batches_its_pace_says_are_neither_short_nor_long():
+    pytest.importorskip("distributed")
+    from burla_backend_dask import transport
+
+    session = transport.DaskSession.__new__(transport.DaskSession)
+    session.pace = None
+    # A machine of two single-thread workers; the session runs one task, on "a".
+    session.workers, session.threads, session.worker_of = {"a": 1, "b": 1}, {"a": 1, "b": 1}, {"task-1": "a"}
+    items = [(index, b"") for index in range(50)]
+    assert not session.may_read_ahead(items), "before any batch has ended, nothing is known of the pace"
+    shortest, longest = transport.READ_AHEAD_SECONDS
+    session.pace = longest / 100
+    assert session.may_read_ahead(items) and not session.may_read_ahead(items * 3)
+    session.pace = shortest / 100
+    assert not session.may_read_ahead(items), "a short batch (the end of a job) goes to whichever worker frees first"
+    session.pace = longest / 100
+    session.threads["a"] = 2
+    assert not session.may_read_ahead(items), (
+        "with a free thread on every worker, a task read ahead would run at once, beside the job's slots"
+    )
 
 
 def test_a_cancel_stops_the_queued_tasks_too():

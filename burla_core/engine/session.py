@@ -65,10 +65,11 @@ class EngineSession(NodeSession):
     UNSTARTED_STOP_SECONDS = 0.5
 
     #: Tasks launched beyond `capacity()`, for an engine that itself runs at most `capacity()` of
-    #: them at once on the node and starts a queued one the moment any slot there frees (Ray's
-    #: raylet does): the next batch is already on the node when one ends, instead of a round
-    #: trip to the caller later. 0 for an engine that would run them at once, or queue them
-    #: behind one busy worker while another is idle.
+    #: them at once on the node and starts a queued one as soon as a slot frees: the next batch
+    #: is already on the node when one ends, instead of a round trip to the caller later. Ray's
+    #: raylet starts it on whichever slot frees first; a Dask worker queues it behind its own
+    #: running task, so the dask session reads ahead only what `may_read_ahead` allows. 0 for an
+    #: engine that would run them at once.
     read_ahead = 0
 
     #: Each batch is an engine task, whose start and end cost a round trip or two through the
@@ -108,6 +109,10 @@ class EngineSession(NodeSession):
         """How many tasks may run at once now: `slots`, or fewer when part of the node is gone."""
         return self.slots
 
+    def may_read_ahead(self, items: list[tuple[int, bytes]]) -> bool:
+        """Whether this batch may be launched as one of the `read_ahead` tasks beyond capacity."""
+        return True
+
     # --- the scheduler's side ------------------------------------------------------------
 
     def submit(self, batch: InputBatch) -> None:
@@ -121,7 +126,10 @@ class EngineSession(NodeSession):
     def _pump(self) -> None:
         while True:
             with self._lock:
-                if self.canceled or self.closed or self.lost or not self._waiting or len(self._running) >= self.capacity() + self.read_ahead:
+                if self.canceled or self.closed or self.lost or not self._waiting:
+                    return
+                running, capacity = len(self._running), self.capacity()
+                if running >= capacity and (running >= capacity + self.read_ahead or not self.may_read_ahead(self._waiting[0])):
                     return
                 items = self._waiting.popleft()
                 task = EngineTask(f"{self.node_id}#{next(_task_numbers)}", dict(items))
