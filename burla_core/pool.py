@@ -231,7 +231,8 @@ class WorkerPool(PoolReading):
                 worker.loaded_job = job.job_key
             # Big inputs go into the worker's arena here, under the lock (so its arenas cannot be
             # closed meanwhile by the worker's death); the message is written by the sender.
-            self._sender.post(worker, ["batch", job.job_key, batch_id, encode_inputs(items, worker.arenas)])
+            message = ["batch", job.job_key, batch_id, encode_inputs(items, worker.arenas)]
+            self._sender.send(worker, message, sum(len(payload) for _, payload in items))
 
     def _release(self, worker: Worker) -> None:
         """The worker's job is over: back to the idle list, or stopped if there are enough."""

@@ -122,16 +122,39 @@ class Sender:
     lock is never held across a pipe write. A worker gets messages only when it is idle and reading, so a
     write blocks at most for as long as it takes that worker to read it."""
 
+    #: A message this small goes from the posting thread itself (see send): it fits in any pipe's
+    #: buffer, so writing it to a worker that is reading never blocks.
+    DIRECT_BYTES = 16 * 1024
+
     def __init__(self) -> None:
         self._queue: collections.deque = collections.deque()
         self._ready = threading.Condition()
+        self._unwritten: collections.Counter = collections.Counter()  # worker -> its messages not yet written
         self._thread = threading.Thread(target=self._run, name="burla-pool-sender", daemon=True)
         self._thread.start()
 
-    def post(self, worker: "Worker", message: list) -> None:
+    def post(self, worker: "Worker", message: list | bytes) -> None:
         with self._ready:
             self._queue.append((worker, message))
+            self._unwritten[worker] += 1
             self._ready.notify()
+
+    def send(self, worker: "Worker", message: list, payload_bytes: int) -> None:
+        """Like post, but a small message (`payload_bytes`: about what it carries) for a worker
+        with nothing left to write goes at once, from this thread: the next batch reaches a
+        worker that finished one without a hop through the sender thread (each hop is a
+        thread's wake-up, slow right after idling)."""
+        if payload_bytes <= self.DIRECT_BYTES:
+            data = pack(message)
+            with self._ready:
+                if len(data) <= self.DIRECT_BYTES and not self._unwritten[worker]:
+                    try:
+                        worker.inbox.send_bytes(data)
+                    except Exception:
+                        pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
+                    return
+            message = data
+        self.post(worker, message)
 
     def close(self) -> None:
         """Stop the thread once what was posted before is written."""
@@ -149,9 +172,13 @@ class Sender:
                 return
             worker, message = entry
             try:
-                worker.send(message)
+                worker.inbox.send_bytes(message if type(message) is bytes else pack(message))
             except Exception:
                 pass  # it died (or was closed meanwhile): the reader sees it and requeues its batch
+            with self._ready:
+                self._unwritten[worker] -= 1
+                if not self._unwritten[worker]:
+                    del self._unwritten[worker]
             # Not kept while waiting for the next one: a worker the pool let go of must be freed
             # (its pipes and process sentinel closed).
             entry = worker = message = None

@@ -75,3 +75,50 @@ def test_workers_started_by_a_command_leave_no_descriptor_behind():
         del pool, job, recorder
     gc.collect()
     assert _pidfds() <= before, f"{_pidfds() - before} pidfds of stopped workers are still open"
+
+
+class _Inbox:
+    """A worker's inbox that records which thread wrote each message, and blocks the sender's
+    thread on the first one until told (a big function still being written)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.written: list[tuple[str, bytes]] = []
+        self.release = threading.Event()
+
+    def send_bytes(self, data: bytes) -> None:
+        import threading
+
+        name = threading.current_thread().name
+        if name == "burla-pool-sender" and not self.written:
+            self.release.wait(10)
+        self.written.append((name, data))
+
+
+def test_a_small_batch_for_an_idle_worker_is_written_at_once_and_never_overtakes_what_was_posted():
+    from burla_core.worker import unpack
+    from burla_core.workers import Sender
+
+    sender = Sender()
+    class FakeWorker:  # hashable by identity, like the pool's Worker
+        def __init__(self) -> None:
+            self.inbox = _Inbox()
+
+    idle, loading = FakeWorker(), FakeWorker()
+    sender.send(idle, ["batch", 1, 0, [[0, b"x"]]], 1)
+    assert [name for name, _ in idle.inbox.written] == ["MainThread"], "a small batch should not wait for the sender thread"
+    sender.post(loading, ["job", 1, b"f" * 100, {}])  # held in the sender thread until released
+    sender.send(loading, ["batch", 1, 1, [[1, b"y"]]], 1)
+    assert loading.inbox.written == [], "the batch must not overtake the job message still being written"
+    loading.inbox.release.set()
+    deadline = time.monotonic() + 10
+    while len(loading.inbox.written) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [unpack(data)[0] for _, data in loading.inbox.written] == ["job", "batch"]
+    sender.send(idle, ["batch", 1, 2, [[2, b"z" * 100_000]]], 100_000)
+    deadline = time.monotonic() + 10
+    while len(idle.inbox.written) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert idle.inbox.written[1][0] == "burla-pool-sender", "a big batch is written by the sender thread, outside the pool's lock"
+    sender.close()
