@@ -224,10 +224,11 @@ class WorkerPool(PoolReading):
                 self._wake()
             batch_id, items = job.pending.popleft()
             worker.batch = OutstandingBatch(batch_id, dict(items))
-            # Written by the sender thread, outside the lock: a big function or batch never
-            # holds up the reader (other jobs' results) or a caller taking the lock.
+            # A big function or batch is written by the sender thread, outside the lock: it never
+            # holds up the reader (other jobs' results) or a caller taking the lock. A small one
+            # goes at once (Sender.send).
             if worker.loaded_job != job.job_key:
-                self._sender.post(worker, ["job", job.job_key, job.function_bytes, job.env])
+                self._sender.send(worker, ["job", job.job_key, job.function_bytes, job.env], len(job.function_bytes))
                 worker.loaded_job = job.job_key
             # Big inputs go into the worker's arena here, under the lock (so its arenas cannot be
             # closed meanwhile by the worker's death); the message is written by the sender.
