@@ -179,11 +179,9 @@ def pickles_the_same_later(value: Any) -> bool:
 def dumps_payload(value: Any) -> Payload:
     """`value` pickled with its big buffers out of band (an OutOfBandPickle), or plain bytes
     when it has none."""
+    if pickles_the_same_later(value):  # hot: a worker returns many numbers
+        return pickle.dumps(value, PROTOCOL)
     kind = type(value)
-    if kind in _SMALL:  # hot: a worker returns many numbers
-        return pickle.dumps(value, PROTOCOL)
-    if kind is str or (kind is tuple and _UNBUFFERED.issuperset(map(type, value))):  # hot too
-        return pickle.dumps(value, PROTOCOL)
     stand_ins = _with_stand_ins(value)
     if stand_ins is None and (kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))):
         return pickle.dumps(value, PROTOCOL)

@@ -43,7 +43,7 @@ import msgpack
 from .capture import OutputEnds, WorkerOutput, inherited_output_fds, own_pipes
 from .channel import decode_input, encode_result
 from .envsync.activate import CODE_MODULES_KEY, CODE_PATH_KEY, use_local_code
-from .serialization import PROTOCOL, dumps_payload, error_info, loads, pickles_the_same_later
+from .serialization import dumps_payload, error_info, loads, pickles_the_same_later
 from .sharedindex import inherited_index
 from .types import UNPICKLABLE_RESULT, ErrorInfo
 
@@ -114,7 +114,7 @@ class Outbox:
             batch = [items.popleft() for _ in range(count)]
             for item in batch:
                 if item[0] == "R":  # a result left to pickle here (see _run_batch)
-                    item[0], item[3] = "r", pickle.dumps(item[3], PROTOCOL)
+                    item[0], item[3] = "r", dumps_payload(item[3])
             try:
                 self.connection.send_bytes(pack(batch))
             except (BrokenPipeError, OSError):

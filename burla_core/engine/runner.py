@@ -60,18 +60,15 @@ def engine_pool() -> CleanWorkerPool:
     return _engine_pool.get()
 
 
-def _entries(event: list, unsettled: set[int]) -> list[list]:
-    """The frame entries of one pool event; settles the inputs it finishes."""
+def _entries(event: list) -> list[list]:
+    """The frame entries of one pool event."""
     kind, data = event[0], event[2]
     if kind == RESULTS:
-        for input_index, _ in data:
-            unsettled.discard(input_index)
         return [["r", input_index, as_one_pickle(payload)] for input_index, payload in data]
     if kind == LOGS:
         return [["l", input_index, stream, text] for input_index, stream, text in data]
     if kind == ERROR:
         input_index, info = data
-        unsettled.discard(input_index)
         return [["e", input_index, info.to_wire()]]
     if kind == NOTICE:
         return [["n", data]]
@@ -116,7 +113,7 @@ class _Inbox:
             first = not self._events
             self._events.append(event)
             self._bytes += size
-            urgent = not self._left or self._bytes >= MAX_FRAME_BYTES
+            urgent = self.complete() or self._bytes >= MAX_FRAME_BYTES
         if first:
             self.arrived.set()
         if urgent:
@@ -133,13 +130,17 @@ class _Inbox:
         with self._lock:
             return not self._events
 
+    def complete(self) -> bool:
+        """Every input of the batch has ended (its end may still be waiting here)."""
+        return not self._left
 
-def _frames(events: list[list], unsettled: set[int]) -> Iterator[list[list]]:
+
+def _frames(events: list[list]) -> Iterator[list[list]]:
     """The events as frames of at most about MAX_FRAME_BYTES each."""
     frame: list[list] = []
     size = 0
     for event in events:
-        for entry in _entries(event, unsettled):
+        for entry in _entries(event):
             frame.append(entry)
             size += _size(entry)
         if size >= MAX_FRAME_BYTES:
@@ -162,7 +163,6 @@ def run_batch(
     pool = engine_pool()
     inbox = _Inbox(input_index for input_index, _ in items)
     job = pool.open_job(function_bytes, 1, inbox.put, node_id="engine", env=env, ram_limit_bytes=ram_limit_bytes)
-    unsettled = {input_index for input_index, _ in items}
     stopping_since: float | None = None
     try:
         if stop_requested():
@@ -171,8 +171,8 @@ def run_batch(
         while True:
             if inbox.arrived.wait(POLL_SECONDS):
                 inbox.urgent.wait(FRAME_SECONDS)
-                yield from _frames(inbox.take(), unsettled)
-            if not unsettled and inbox.empty():
+                yield from _frames(inbox.take())
+            if inbox.complete() and inbox.empty():
                 return
             if stopping_since is None and stop_requested():
                 stopping_since = time.monotonic()
