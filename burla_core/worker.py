@@ -48,6 +48,8 @@ from .sharedindex import inherited_index
 from .types import UNPICKLABLE_RESULT, ErrorInfo
 
 COALESCE_SECONDS = 0.002
+AWAKE_SECONDS = 0.02  # how long the worker's sender waits for the next item before it sleeps
+_QUIET_TICKS = round(AWAKE_SECONDS / COALESCE_SECONDS)
 TIMER_SLACK_NS = 1000  # see precise_timers
 
 
@@ -79,7 +81,14 @@ class CancelInput(BaseException):
 
 class Outbox:
     """Items for the pool. The main thread adds; a sender thread sends them in coalesced
-    messages; `flush` sends at once (batch end)."""
+    messages; `flush` sends at once (batch end).
+
+    The sender stays awake while items keep coming: every COALESCE_SECONDS it sends what has
+    gathered, and only after AWAKE_SECONDS with nothing to send does it sleep until the next
+    `add` wakes it. So while results flow (one every 10 ms, say), `add` is an append: no
+    wake-up on the main thread's path between two calls, where it cost ~30 µs of a 150 µs
+    gap here. A function that returns rarely (over AWAKE_SECONDS) still pays one wake-up a
+    result, and an idle worker's sender sleeps."""
 
     def __init__(self, connection) -> None:
         self.connection = connection
@@ -91,6 +100,7 @@ class Outbox:
         self._wake = threading.Lock()
         self._wake.acquire()
         self._woken = False
+        self.wakeups = 0  # times `add` woke the sender (it counts only when it does: not hot)
         thread = threading.Thread(target=self._sender, name="burla-outbox", daemon=True)
         thread.start()
 
@@ -98,6 +108,7 @@ class Outbox:
         self.items.append(item)
         if not self._woken:
             self._woken = True
+            self.wakeups += 1
             try:
                 self._wake.release()
             except RuntimeError:  # another thread (the output relay) woke the sender already
@@ -121,10 +132,25 @@ class Outbox:
                 os._exit(0)  # the pool is gone; nobody is left to report to
 
     def _sender(self) -> None:
+        items = self.items
         while True:
-            self._wake.acquire()
-            time.sleep(COALESCE_SECONDS)
-            # Before taking the items: one added from now on wakes the sender again.
+            self._wake.acquire()  # asleep until `add` wakes it
+            quiet = 0
+            while quiet < _QUIET_TICKS:
+                woke = time.monotonic()
+                time.sleep(COALESCE_SECONDS)
+                # Late: the main thread held the GIL (a call computing in Python), and each
+                # tick would cost it a forced switch of the GIL. Sleep till the next add instead.
+                late = time.monotonic() - woke > 2 * COALESCE_SECONDS
+                if items:
+                    quiet = 0
+                    with self.send_lock:
+                        self._send_pending()
+                else:
+                    quiet += 1
+                if late:
+                    break
+            # Before the last look: one added from now on wakes the sender again.
             self._woken = False
             with self.send_lock:
                 self._send_pending()
