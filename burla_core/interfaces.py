@@ -89,6 +89,16 @@ class NodeSession(ABC):
     #: start costs a round trip (an engine's task). A node's first batch, before it has shown
     #: its pace, is cut in quarters whatever this says.
     batch_split: int = 4
+    #: How much bigger a node's next batches may be after one came back within
+    #: `max_batch_seconds`: they start small (the node's pace is not known) and grow by this
+    #: factor each time. 2 by default; an engine's session, whose every batch costs a task,
+    #: grows faster.
+    batch_growth: int = 2
+    #: The longest batch worth holding on the node, in seconds of its calls at the pace it shows:
+    #: batches grow up to it, never past it; one over twice as slow (the node slowed down, the
+    #: calls got longer) shrinks the next ones to a quarter of it. Longer batches cost fewer round
+    #: trips; shorter ones leave more of the job to a node that joins, and less on a slow one.
+    max_batch_seconds: float = 1.0
 
     @abstractmethod
     def submit(self, batch: InputBatch) -> None:

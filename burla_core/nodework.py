@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from .interfaces import NodeSession
 from .types import NodeInfo
 
-BATCH_SECONDS = 0.25  # a batch holds about this much of one slot's work (see NodeWork.batch_settled)
-SLOW_BATCH_SECONDS = 4 * BATCH_SECONDS  # slower than this, a node's batches shrink
 FIRST_BATCH_INPUTS = 4  # a node's first batches hold at most this, or an eighth of the full size
 
 
@@ -71,20 +69,28 @@ class NodeWork:
         return min(self.session.slots, len(self.batches))
 
     def batch_settled(self, batch_id: int, now: float) -> None:
-        """Adjust the batch limit to the node's pace: a batch that came back within
-        SLOW_BATCH_SECONDS lets the next ones be twice as big; a slower one (a slow node, or long
-        calls) shrinks them to what fits in BATCH_SECONDS. A new node starts at an
-        eighth of the full batch size, or FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a
-        long batch while others run dry, and a fast one reaches full-size batches in a few rounds."""
+        """Adjust the batch limit to the node's pace. A batch that came back within its
+        session's max_batch_seconds lets the next ones be batch_growth times bigger, up to what
+        fits in max_batch_seconds at the pace it showed; one a little slower trims them to what
+        fits, and one over twice as slow (a slow node, or longer calls) shrinks them to what fits
+        in a quarter of it. A new node starts at an eighth of the full batch size, or
+        FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a long batch
+        while others run dry, and a fast one reaches full-size batches in a few rounds. Capping the growth at what fits keeps a steady node's batches from
+        overshooting the mark and collapsing (120 inputs of 10 ms, then 24, then 48, ...)."""
         sent_at, size, start_after = self.sent.pop(batch_id)
         # Time in the node's queue is not its pace: count from when a slot could take the batch.
         took = now - self._started_at(sent_at, start_after)
         self.settled += 1
         self.settle_times.append(now)
-        wanted = self.session.min_batch_seconds
+        session = self.session
+        wanted = session.min_batch_seconds
         if wanted and took > 0:
             self.floor = max(1, int(wanted * size / took))
-        if took <= SLOW_BATCH_SECONDS:
-            self.limit = max(self.limit, 2 * size)
+        longest = session.max_batch_seconds
+        fits = max(1, int(size * longest / took)) if took > 0 else session.batch_growth * size
+        if took <= longest:
+            self.limit = max(self.limit, min(session.batch_growth * size, fits))
+        elif took <= 2 * longest:  # a little over (a batch cut to fit, and some jitter): trim
+            self.limit = min(self.limit, fits)
         else:
-            self.limit = max(1, int(size * BATCH_SECONDS / took))
+            self.limit = max(1, fits // 4)

@@ -15,7 +15,6 @@ from burla import remote_parallel_map
 from burla_core import plugins
 from burla_core.errors import NodeDisconnected, NodesFailedToBoot
 from burla_core.memory import MemoryCluster, MemoryNode
-from burla_core import nodework
 from burla_core.scheduler import DefaultScheduler
 from burla_core.memory import MemoryProvisioner, MemoryTransport
 from burla_core.serialization import dumps_function, load_result
@@ -254,11 +253,9 @@ def test_batches_waiting_on_a_node_behind_others_do_not_make_its_batches_shrink(
     sizes: list[int] = []
     submit = MemorySession.submit
     monkeypatch.setattr(MemorySession, "submit", lambda self, batch: (sizes.append(len(batch.items)), submit(self, batch))[1])
-    # A quarter of the real pace targets, so that batches run ~0.15 s (under the slow mark of
-    # 0.25 s) and wait as long again behind the one ahead of them.
-    monkeypatch.setattr(nodework, "BATCH_SECONDS", 0.0625)
-    monkeypatch.setattr(nodework, "SLOW_BATCH_SECONDS", 0.25)
-    cluster = MemoryCluster([MemoryNode("steady", slots=2, delay=0.006)])
+    # A quarter of the usual longest batch, so that batches run up to 0.25 s and wait as long
+    # again behind the one ahead of them.
+    cluster = MemoryCluster([MemoryNode("steady", slots=2, delay=0.006, max_batch_seconds=0.25)])
     inputs = list(range(400))
     results, _ = run_job(cluster, square, inputs)
     assert_exactly_once(results, inputs, square)
@@ -291,6 +288,26 @@ def test_a_node_s_min_batch_seconds_keeps_the_end_of_a_job_from_shrinking_to_sin
     # The first two go out before the node has shown its pace; the last holds what is left.
     assert min(floored[2:-1]) >= 8, f"batches fell below 0.1 s of calls (about 16 inputs of 5 ms): {floored}"
     assert len(floored) < len(plain), f"with the minimum there should be fewer batches: {floored} vs {plain}"
+
+
+def test_a_steady_node_s_batches_grow_up_to_its_max_batch_seconds_and_stay_there(monkeypatch):
+    # Doubling past the mark (46, 92 inputs of 2 ms against 0.1 s) used to collapse the next
+    # ones to a quarter of it and grow them again: 11, 22, 44, 88, 11, 22, ... all job long.
+    sizes = _batch_sizes(monkeypatch, MemoryNode("steady", slots=1, delay=0.002, max_batch_seconds=0.1), 1000)
+    peak = sizes.index(max(sizes))
+    # A few inputs up and down follow the node's timing; growing by half again means a collapse.
+    regrown = [(before, after) for before, after in zip(sizes[peak:], sizes[peak + 1:]) if after > 1.5 * before]
+    assert not regrown, f"batch sizes shrank and grew again on a steady node: {sizes}"
+    assert max(sizes) < 2 * 0.1 / 0.002, f"batches grew past twice what fits in 0.1 s: {sizes}"
+
+
+def test_a_node_s_batch_growth_says_how_fast_its_batches_grow(monkeypatch):
+    # Two batches go out before the node has shown its pace (18 of 600 on one slot); the next
+    # is batch_growth times as big, where that fits in max_batch_seconds (72 x 2 ms does).
+    doubling = _batch_sizes(monkeypatch, MemoryNode("plain", slots=1, delay=0.002), 600)
+    quadrupling = _batch_sizes(monkeypatch, MemoryNode("engine", slots=1, delay=0.002, batch_growth=4), 600)
+    assert doubling[:3] == [18, 18, 36], doubling
+    assert quadrupling[:3] == [18, 18, 72], quadrupling
 
 
 def test_a_node_s_batch_split_cuts_the_remaining_work_into_fewer_larger_batches(monkeypatch):
