@@ -104,6 +104,29 @@ def test_the_dask_session_reads_ahead_only_batches_its_pace_says_are_neither_sho
     )
 
 
+def test_the_dask_session_reads_ahead_onto_the_worker_with_the_fewest_inputs_left():
+    # The end of a job, seen at a defect: worker "a" has just ended a batch and holds one long
+    # queued batch; "b" runs its last input with a short batch queued. The next batch read
+    # ahead must queue behind "b" (79 inputs left), not "a" (156, though only one task):
+    # behind "a", "b" ran dry 0.6 s before the job's end.
+    pytest.importorskip("distributed")
+    import threading
+
+    from burla_backend_dask import transport
+
+    session = transport.DaskSession.__new__(transport.DaskSession)
+    session._lock = threading.RLock()
+    session.slots = 2
+    session.workers, session.threads = {"a": 1, "b": 1}, {"a": 1, "b": 1}
+    tasks = {name: EngineTask(name, dict.fromkeys(range(size), b"")) for name, size in (("a1", 156), ("b1", 1), ("b2", 78), ("new", 39))}
+    session._running = dict(tasks)
+    session.worker_of = {"a1": "a", "b1": "b", "b2": "b"}
+    assert session._free_worker(tasks["new"]) == "b"
+    # With a free thread, a task goes where it runs at once, as without read-ahead.
+    del session._running["b1"], session._running["b2"], session.worker_of["b1"], session.worker_of["b2"]
+    assert session._free_worker(tasks["new"]) == "b"
+
+
 def test_a_cancel_stops_the_queued_tasks_too():
     session = RecordingSession(slots=1, read_ahead=1)
     _submit(session, 3)
