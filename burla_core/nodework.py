@@ -75,8 +75,9 @@ class NodeWork:
         fits, and one over twice as slow (a slow node, or longer calls) shrinks them to what fits
         in a quarter of it. A new node starts at an eighth of the full batch size, or
         FIRST_BATCH_INPUTS (ScheduledJob.fill), so a slow or new node never sits on a long batch
-        while others run dry, and a fast one reaches full-size batches in a few rounds. Capping the growth at what fits keeps a steady node's batches from
-        overshooting the mark and collapsing (120 inputs of 10 ms, then 24, then 48, ...)."""
+        while others run dry, and a fast one reaches full-size batches in a few rounds. Capping
+        the growth at what fits keeps a steady node's batches from overshooting the mark and
+        collapsing (120 inputs of 10 ms, then 24, then 48, ...)."""
         sent_at, size, start_after = self.sent.pop(batch_id)
         # Time in the node's queue is not its pace: count from when a slot could take the batch.
         took = now - self._started_at(sent_at, start_after)

@@ -87,8 +87,10 @@ class Outbox:
     gathered, and only after AWAKE_SECONDS with nothing to send does it sleep until the next
     `add` wakes it. So while results flow (one every 10 ms, say), `add` is an append: no
     wake-up on the main thread's path between two calls, where it cost ~30 µs of a 150 µs
-    gap here. A function that returns rarely (over AWAKE_SECONDS) still pays one wake-up a
-    result, and an idle worker's sender sleeps."""
+    gap here. It sleeps at once when a tick comes late because the call holds the GIL (a
+    function computing in Python): awake, each tick would take the GIL from the call. A
+    function that returns rarely (over AWAKE_SECONDS) or computes in Python still pays one
+    wake-up a result, as before; an idle worker's sender sleeps."""
 
     def __init__(self, connection) -> None:
         self.connection = connection
