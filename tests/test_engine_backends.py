@@ -5,6 +5,7 @@ unless the backend is used."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,11 +20,12 @@ from burla_core.errors import NoNodes
 
 REPO = Path(__file__).resolve().parent.parent
 ADDRESS_ENVS = {"dask": "BURLA_DASK_ADDRESS", "ray": "RAY_ADDRESS"}
+ENGINE_MODULES = {"dask": "distributed", "ray": "ray"}  # what each backend's extra installs
 
 
 @pytest.mark.parametrize("engine", ["dask", "ray"])
 def test_no_address_fails_at_once_saying_how_to_give_one(engine, monkeypatch):
-    pytest.importorskip("distributed" if engine == "dask" else "ray")
+    pytest.importorskip(ENGINE_MODULES[engine])
     monkeypatch.delenv(ADDRESS_ENVS[engine], raising=False)
     started = time.monotonic()
     with pytest.raises(NoNodes) as raised:
@@ -63,11 +65,9 @@ def suite_runs():
     for name in (*ADDRESS_ENVS.values(), "BURLA_BACKEND"):
         env.pop(name, None)  # the backend's test environment starts its own cluster on 127.0.0.1
     runs = {}
-    for engine, module in (("ray", "ray"), ("dask", "distributed")):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
+    for engine, module in ENGINE_MODULES.items():
+        if importlib.util.find_spec(module) is None:
+            continue  # its test skips
         # Files, not pipes: a suite that prints a lot while the other is awaited never blocks.
         output = tempfile.TemporaryFile("w+")
         process = subprocess.Popen(_suite_command(engine), stdout=output, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
@@ -82,7 +82,7 @@ def suite_runs():
 
 @pytest.mark.parametrize("engine", ["dask", "ray"])
 def test_the_conformance_suite_and_engine_checks_pass_against_a_local_cluster(engine, suite_runs):
-    pytest.importorskip("distributed" if engine == "dask" else "ray")
+    pytest.importorskip(ENGINE_MODULES[engine])
     process, output, started = suite_runs[engine]
     try:
         process.wait(timeout=900)

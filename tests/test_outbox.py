@@ -6,6 +6,7 @@ import threading
 import time
 
 import multiprocess
+import pytest
 
 from burla_core.worker import AWAKE_SECONDS, Outbox, unpack
 
@@ -24,16 +25,21 @@ def _collector(connection):
     return got
 
 
+@pytest.fixture
+def outbox_and_received():
+    """An Outbox on a real pipe, and the list of items the other end has received so far."""
+    ours, theirs = multiprocess.Pipe()
+    return Outbox(theirs), _collector(ours)
+
+
 def _wait_for(got: list, count: int, seconds: float = 5.0) -> None:
     deadline = time.monotonic() + seconds
     while len(got) < count and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
-def test_results_flowing_keep_the_sender_awake_and_arrive_in_order():
-    ours, theirs = multiprocess.Pipe()
-    got = _collector(ours)
-    outbox = Outbox(theirs)
+def test_results_flowing_keep_the_sender_awake_and_arrive_in_order(outbox_and_received):
+    outbox, got = outbox_and_received
     for index in range(40):
         outbox.add(["r", 1, index, b"x"])
         time.sleep(0.004)  # a call that sleeps: the sender's ticks come on time
@@ -44,10 +50,8 @@ def test_results_flowing_keep_the_sender_awake_and_arrive_in_order():
     assert outbox.wakeups <= 8, outbox.wakeups
 
 
-def test_the_sender_sleeps_when_items_stop_and_wakes_for_the_next():
-    ours, theirs = multiprocess.Pipe()
-    got = _collector(ours)
-    outbox = Outbox(theirs)
+def test_the_sender_sleeps_when_items_stop_and_wakes_for_the_next(outbox_and_received):
+    outbox, got = outbox_and_received
     outbox.add(["r", 1, 0, b"x"])
     _wait_for(got, 1)
     time.sleep(AWAKE_SECONDS * 10)
@@ -58,10 +62,8 @@ def test_the_sender_sleeps_when_items_stop_and_wakes_for_the_next():
     assert outbox.wakeups == before + 1
 
 
-def test_a_call_computing_in_python_sends_the_sender_to_sleep():
-    ours, theirs = multiprocess.Pipe()
-    got = _collector(ours)
-    outbox = Outbox(theirs)
+def test_a_call_computing_in_python_sends_the_sender_to_sleep(outbox_and_received):
+    outbox, got = outbox_and_received
     for index in range(5):
         outbox.add(["r", 1, index, b"x"])
         deadline = time.monotonic() + 0.03
