@@ -269,6 +269,10 @@ class _RelayedText(io.TextIOWrapper):
         self._after_flush()
 
 
+def _nothing() -> None:
+    pass
+
+
 def _text_stream(fd: int, errors: str, after_flush: Callable[[], None] | None = None) -> io.TextIOWrapper:
     """A stream like Python's own on a terminal: line-buffered (a "\\r" flushes too, so progress
     bars show), with `.buffer`, `fileno()` and `reconfigure()`."""
@@ -320,6 +324,16 @@ class WorkerOutput:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         if relay is not None:
             threading.Thread(target=self._relay, args=(relay,), name="burla-output-relay", daemon=True).start()
+            os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a child the function forked (multiprocessing, os.fork): its flushes only write.
+        Relaying there would read the pipes under a copy of the lock (held forever if a thread
+        of this worker held it at the fork: the child hangs in print) and send through a copy
+        of the outbox with no sender thread; the child's bytes stay in the pipes instead, for
+        this worker's relay thread, which reads them as for any write to fds 1 and 2."""
+        for stream in (self.stdout, self.stderr):
+            stream._after_flush = _nothing
 
     def _relay_now(self) -> None:
         """After a flush, in a worker that reads its own pipes: send what they hold at once. The

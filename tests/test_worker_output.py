@@ -46,8 +46,8 @@ class Recorder:
         return texts
 
 
-def run_on_pool(function, inputs: list, slots: int = 2, finished=None) -> Recorder:
-    pool = WorkerPool()
+def run_on_pool(function, inputs: list, slots: int = 2, finished=None, pool_class=WorkerPool) -> Recorder:
+    pool = pool_class()
     recorder = Recorder()
     try:
         job = pool.open_job(dumps_function(function), slots, recorder)
@@ -149,3 +149,45 @@ def test_output_is_delivered_while_the_input_still_runs():
         pool.close(job)
     finally:
         pool.shutdown()
+
+
+def fork_while_the_output_lock_is_held(i):
+    """A child forked at a moment this worker's output relay holds its lock (as its thread does
+    while it sends what it read): the child inherits a copy of the lock, held, and prints."""
+    import signal
+
+    relaying_worker_output = sys.stdout._after_flush.__self__  # the test reaches into the worker
+    sys.stdout.flush()
+    with relaying_worker_output.lock:
+        pid = os.fork()
+        if pid == 0:
+            print(f"line of the child of input {i}", flush=True)
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return "the child hung in print"
+
+
+def test_a_forked_child_of_a_worker_that_relays_its_own_output_prints_without_hanging():
+    """Workers inside an engine (Dask, Ray) or a container read their own output pipes and relay
+    what they read. A child the function forks must leave that to its parent: relaying in the
+    child would take the inherited copy of the relay's lock (the child hung in print) and send
+    through an outbox whose sender thread the child does not have."""
+    from burla_core.engine.runner import CleanWorkerPool
+
+    recorder = run_on_pool(fork_while_the_output_lock_is_held, [0, 1], pool_class=CleanWorkerPool)
+    results = sorted(entry for kind, _, data in recorder.events if kind == RESULTS for entry in data)
+    errors = [data for kind, _, data in recorder.events if kind == ERROR]
+    assert not errors, errors
+    from burla_core.serialization import loads
+
+    assert [loads(payload) for _, payload in results] == [0, 0], "each forked child should print and exit 0"
+    output = recorder.output(1)
+    for i in (0, 1):
+        assert output.get(i, "").count(f"line of the child of input {i}\n") == 1, output
