@@ -73,9 +73,13 @@ def test_a_slow_source_does_not_hold_back_the_first_call(rpm, tmp_path):
 
 
 CTRL_C_WHILE_READING = r'''
-import json, os, sys, time
+import json, os, signal, sys, time
 backend, options, work = json.loads(sys.argv[1])
 import burla
+
+# Behave like an interactive caller even where SIGINT is ignored (a background job of a
+# non-interactive shell starts with SIGINT ignored, and its children inherit that).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def inputs():
     yield 1
@@ -89,8 +93,9 @@ try:
     burla.remote_parallel_map(abs, inputs(), spinner=False, backend=backend, backend_options=options, func_ram=1)
 except BaseException as error:
     outcome = {"type": type(error).__name__, "is_job_canceled": isinstance(error, burla.JobCanceled)}
-with open(os.path.join(work, "outcome.json"), "w") as handle:
+with open(os.path.join(work, "outcome.tmp"), "w") as handle:
     json.dump(outcome, handle)
+os.replace(os.path.join(work, "outcome.tmp"), os.path.join(work, "outcome.json"))  # never seen half-written
 '''
 
 

@@ -74,8 +74,11 @@ def start_caller_script(tmp_path: Path, body: str) -> subprocess.Popen:
 
 
 SLOW_CALLER = """
-    import time
+    import signal, time
     from burla import remote_parallel_map
+
+    # Ctrl-C reaches it even where SIGINT is ignored (a background job of a non-interactive shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def slow_square(x):
         time.sleep(0.25)
