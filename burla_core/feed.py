@@ -45,6 +45,15 @@ class InputFeed:
         """Inputs that were sent but not finished (their node was lost): they go out first."""
         self._again.extend(items)
 
+    def remaining(self) -> int | None:
+        """Inputs still to send, where len() said how many there are and has not proven wrong."""
+        if self.count_hint is None or (self.exhausted and not self._again):
+            return None if self.count_hint is None else 0
+        unread = 0 if self.exhausted else self.count_hint - self.read
+        if unread <= 0 and not self.exhausted:
+            return None  # len() was wrong: more came than it said
+        return unread + len(self._again)
+
     def batch_size(self, total_slots: int, split: int = 4) -> int:
         """The size of the next batch: the remaining inputs cut into `split` batches per slot."""
         slots = max(1, total_slots)

@@ -99,6 +99,14 @@ class NodeSession(ABC):
     #: calls got longer) shrinks the next ones to a quarter of it. Longer batches cost fewer round
     #: trips; shorter ones leave more of the job to a node that joins, and less on a slow one.
     max_batch_seconds: float = 1.0
+    #: How the end of a job is cut. False (guided self-scheduling): batches shrink as the work
+    #: left does, so no slot is left holding much when the others run dry, at the cost of several
+    #: small batches per slot. True: once every node has shown its pace, each batch holds what
+    #: keeps the slot it goes to busy until the moment the whole job can end (the remaining work
+    #: spread so that every slot runs dry at once), so each slot ends with one batch. For a node
+    #: where each batch costs a round trip (an engine's task) and calls take about as long as
+    #: each other.
+    even_tail: bool = False
 
     @abstractmethod
     def submit(self, batch: InputBatch) -> None:

@@ -64,7 +64,8 @@ class MemoryNode:
     min_batch_seconds: float = 0.0  # its sessions' NodeSession.min_batch_seconds
     batch_split: int = 4  # ... and NodeSession.batch_split
     batch_growth: int = 2  # ... NodeSession.batch_growth
-    max_batch_seconds: float = 1.0  # ... and NodeSession.max_batch_seconds
+    max_batch_seconds: float = 1.0  # ... NodeSession.max_batch_seconds
+    even_tail: bool = False  # ... and NodeSession.even_tail
     handler: Callable[[Callable, tuple], Any] | None = None
     # what happened, for assertions
     ran: list[int] = field(default_factory=list)
@@ -226,6 +227,7 @@ class MemorySession(NodeSession):
         self.batch_split = node.batch_split
         self.batch_growth = node.batch_growth
         self.max_batch_seconds = node.max_batch_seconds
+        self.even_tail = node.even_tail
         self.events = events
         self.function = pickle.loads(job.function_bytes)
         self.queue: collections.deque[InputBatch] = collections.deque()

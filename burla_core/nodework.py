@@ -4,6 +4,8 @@ holds (each input kept until it settles), and the pace that sizes its next batch
 from __future__ import annotations
 
 import collections
+import heapq
+import math
 from dataclasses import dataclass, field
 
 from .interfaces import NodeSession
@@ -29,6 +31,23 @@ def divide_slots(nodes: list[NodeInfo], cap: int | None) -> dict[str, int]:
     return {node_id: slots for node_id, slots in given.items() if slots > 0}
 
 
+def even_level(slots: list[tuple[float, float]], inputs: int) -> float:
+    """When `inputs` more, spread over `slots` ((seconds until it runs dry, seconds an input
+    takes there) each) so that all of them run dry at once, would be done: the level T with
+    sum(max(0, T - free) / pace) == inputs. Slots busy past T get none."""
+    level = 0.0
+    rate = 0.0  # inputs a second of the slots below the level
+    backlog = 0.0  # sum of free / pace over those slots
+    ordered = sorted(slots)
+    for number, (free, pace) in enumerate(ordered):
+        rate += 1 / pace
+        backlog += free / pace
+        level = (inputs + backlog) / rate
+        if number + 1 == len(ordered) or level <= ordered[number + 1][0]:
+            break
+    return level
+
+
 @dataclass(eq=False)
 class NodeWork:
     """One node of the job: its session and the batches it holds, each input kept until it settles."""
@@ -42,6 +61,7 @@ class NodeWork:
     floor: int = 1  # the fewest its next batch should hold (the session's min_batch_seconds at its pace)
     settled: int = 0  # batches of this node settled so far...
     settle_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=256))  # ...the last ones' times
+    pace: float = 0.0  # seconds an input takes on one of its slots, as its last batch showed (0: not known)
 
     def record_sent(self, batch_id: int, size: int, now: float) -> None:
         """A batch goes out; behind it are the ones the node already holds beyond its slots
@@ -58,6 +78,25 @@ class NodeWork:
             back = 0
         times = self.settle_times
         return max(sent_at, times[-1 - back] if back < len(times) else sent_at)
+
+    def free_times(self, now: float) -> list[float]:
+        """Seconds from `now` until each of its slots has run what the node holds, as a heap:
+        batches start in the order they were sent, on whichever slot frees first, and each
+        input takes `pace`. A batch that has started ends `pace` x its size after its start:
+        counting its inputs not yet settled would count those whose results are on their way
+        (an engine sends them in frames, 50 ms apart)."""
+        free = [-math.inf] * self.session.slots  # ends in the past while batches are placed
+        pace = self.pace
+        for batch_id in self.batches:
+            sent_at, size, start_after = self.sent[batch_id]
+            if self.settled >= start_after:  # it could start: it runs, or waits only for its slot
+                start = max(free[0], self._started_at(sent_at, start_after) - now)
+            else:
+                start = max(free[0], 0.0)
+            heapq.heapreplace(free, start + size * pace)
+        free = [max(0.0, end) for end in free]
+        heapq.heapify(free)
+        return free
 
     @property
     def slots(self) -> int:
@@ -83,6 +122,8 @@ class NodeWork:
         took = now - self._started_at(sent_at, start_after)
         self.settled += 1
         self.settle_times.append(now)
+        if took > 0:
+            self.pace = took / size
         session = self.session
         wanted = session.min_batch_seconds
         if wanted and took > 0:

@@ -23,6 +23,7 @@ a lost node's unfinished inputs are sent again elsewhere.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from .errors import NodeDisconnected, NodesFailedToBoot, NoNodes
 from .feed import BATCHES_PER_SLOT, InputFeed
 from .hookspecs import SchedulerRecord, hookimpl
 from .interfaces import Provisioner, Scheduler, Transport
-from .nodework import FIRST_BATCH_INPUTS, NodeWork, divide_slots
+from .nodework import FIRST_BATCH_INPUTS, NodeWork, divide_slots, even_level
 from .types import (
     ERROR,
     GROWTH_ENDED,
@@ -206,21 +207,47 @@ class ScheduledJob:
         if self.membership is not None and self.membership.growing:
             total_slots += self.membership.expected_slots  # leave work for the nodes on their way
         feed = self.feed
+        even = self._even_plan()
         for per_slot in range(1, BATCHES_PER_SLOT + 1):
             for work in list(self.working.values()):
                 limit = per_slot * work.slots
                 while len(work.batches) < limit:
                     if not feed.has_more():
                         return self._source_done()
-                    if not work.limit:  # a node's first batches: small, until it shows its pace
+                    if even is not None:  # what keeps its first free slot busy until the even end
+                        level, free = even[0], even[1][work.node.node_id]
+                        if free[0] >= level:
+                            break  # its slots are busy past it: nothing more for this node now
+                        size = min(max(1, round((level - free[0]) / work.pace)), work.limit)
+                    elif not work.limit:  # a node's first batches: small, until it shows its pace
                         size = feed.batch_size(total_slots)
                         work.limit = max(min(size, FIRST_BATCH_INPUTS), size // 8)
+                        size = min(size, work.limit)
                     else:  # then cut as its session asks
-                        size = feed.batch_size(total_slots, work.session.batch_split)
-                    items = feed.take(min(max(size, work.floor), work.limit))
+                        size = min(max(feed.batch_size(total_slots, work.session.batch_split), work.floor), work.limit)
+                    items = feed.take(size)
                     if not items:
                         return self._source_done()
                     self._send(work, items)
+                    if even is not None:
+                        heapq.heapreplace(free, free[0] + len(items) * work.pace)
+
+    def _even_plan(self) -> tuple[float, dict[str, list[float]]] | None:
+        """For sessions that end a job evenly (NodeSession.even_tail), once every node has shown
+        its pace and the inputs left are known: the moment all slots would run dry with the rest
+        spread over them, and each node's slots' free times (heaps, updated as batches go)."""
+        works = list(self.working.values())
+        if not all(work.session.even_tail and work.pace > 0 and work.limit for work in works):
+            return None
+        if self.membership is not None and self.membership.growing:
+            return None  # nodes on their way will take part of it
+        remaining = self.feed.remaining()
+        if not remaining:
+            return None
+        now = time.monotonic()
+        free = {work.node.node_id: work.free_times(now) for work in works}
+        slots = [(time, work.pace) for work in works for time in free[work.node.node_id]]
+        return even_level(slots, remaining), free
 
     def _source_done(self) -> None:
         if self.feed.exhausted:

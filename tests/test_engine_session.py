@@ -132,3 +132,25 @@ def test_a_cancel_stops_the_queued_tasks_too():
     _submit(session, 3)
     session.cancel()
     assert session.stopped == session.launched and len(session.stopped) == 2, "the queued task must be stopped as well"
+
+
+def test_a_finished_job_returns_while_its_tasks_are_only_ending():
+    # Every input of a task has its result: the task runs none of the job's calls any more; its
+    # end on the engine (5-10 ms) need not hold back the job's return. The session is let go of
+    # once the engine says the task ended.
+    class Releasing(RecordingSession):
+        released = 0
+
+        def release(self):
+            self.released += 1
+
+    session = Releasing(slots=1)
+    _submit(session, 1)
+    task = session.launched[0]
+    assert not session.is_stopped(), "a task with an input still to run is running"
+    session.deliver(task, [["r", 0, b"result"]])
+    session.close()
+    assert session.wait_stopped(0.0), "a task whose inputs all settled runs nothing of the job"
+    assert session.released == 0 and not session.stopped, "an ending task is neither stopped nor released under"
+    session.ended(task)
+    assert session.released == 1, "the session is released once its last task has ended"

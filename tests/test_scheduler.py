@@ -341,3 +341,27 @@ def test_raise_errors_false_returns_each_failure_in_place(backend):
     streamed = list(remote_parallel_map(fails_on_odd, range(4), backend=name, generator=True, spinner=False, raise_errors=False))
     assert sorted(r for r in streamed if not isinstance(r, Exception)) == [0, 2]
     assert sorted(str(r) for r in streamed if isinstance(r, Exception)) == ["odd 1", "odd 3"]
+
+
+def test_a_node_s_even_tail_ends_each_slot_with_one_batch(monkeypatch):
+    # Guided self-scheduling ends a job in shrinking batches (68, 34, 17, 9, 7 on 2 slots), each
+    # an engine task of its own. A session with even_tail gets, once its pace is known, what
+    # keeps each slot busy until the whole job can end: one last batch per slot.
+    guided = _batch_sizes(monkeypatch, MemoryNode("guided", slots=2, delay=0.005, batch_split=1), 600)
+    even = _batch_sizes(monkeypatch, MemoryNode("even", slots=2, delay=0.005, batch_split=1, even_tail=True), 600)
+    assert sum(guided) == sum(even) == 600
+
+    def tail(sizes):  # the batches after the largest ones
+        return [size for size in sizes[sizes.index(max(sizes)):] if size < 0.8 * max(sizes)]
+
+    assert len(tail(guided)) > 2, f"the guided end should take several shrinking batches: {guided}"
+    assert len(tail(even)) <= 2, f"with even_tail each of the 2 slots should end with one batch: {even}"
+
+
+def test_the_even_level_spreads_the_inputs_left_so_that_every_slot_runs_dry_at_once():
+    from burla_core.nodework import even_level
+
+    assert even_level([(0.0, 1.0), (0.0, 1.0)], 10) == 5.0
+    assert even_level([(2.0, 1.0), (0.0, 1.0)], 4) == 3.0  # 3 inputs to the free slot, 1 to the other
+    assert even_level([(8.0, 1.0), (0.0, 1.0)], 4) == 4.0  # a slot busy past the level gets none
+    assert even_level([(0.0, 0.5), (0.0, 1.0)], 6) == 2.0  # a slot twice as fast takes twice as many

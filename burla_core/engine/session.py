@@ -82,6 +82,9 @@ class EngineSession(NodeSession):
     batch_split = 1
     batch_growth = 4
     max_batch_seconds = 2.0
+    #: ...and the end of the job is cut so that each slot ends with one batch, all at once (the
+    #: guided end took five tasks on one slot: 78, 39, 20, 10, 9 inputs).
+    even_tail = True
 
     def __init__(self, node_id: str, slots: int, events: EventSink) -> None:
         self.node_id = node_id
@@ -172,7 +175,9 @@ class EngineSession(NodeSession):
             self.closed = True
         if busy:
             self.cancel()
-        if self.is_stopped():
+        with self._lock:
+            idle = not self._running
+        if idle:
             self.release()
 
     def is_stopped(self) -> bool:
@@ -184,7 +189,10 @@ class EngineSession(NodeSession):
                         # The engine dropped it before it ran; if it had started after all, it
                         # would find itself canceled before running a call.
                         del self._running[task.task_id]
-            return not self._running
+            # A task whose every input has settled runs none of the job's calls: it is only
+            # ending (its worker's job closing, the engine noting its end, 5-10 ms). Waiting for
+            # that held every finished job's return back; `ended` releases the session after.
+            return not any(task.items for task in self._running.values())
 
     def wait_stopped(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -192,7 +200,10 @@ class EngineSession(NodeSession):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-        self.release()
+        with self._lock:
+            ending = bool(self._running)
+        if not ending:  # else the last task's end releases it (see ended)
+            self.release()
         return True
 
     # --- what the engine reports -----------------------------------------------------------
