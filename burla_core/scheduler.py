@@ -242,11 +242,11 @@ class ScheduledJob:
         if self.membership is not None and self.membership.growing:
             return None  # nodes on their way will take part of it
         remaining = self.feed.remaining()
-        if not remaining:
-            return None
+        if not remaining or remaining > 2 * sum(work.slots * work.limit for work in works):
+            return None  # none, or so many that every batch is full-size either way
         now = time.monotonic()
         free = {work.node.node_id: work.free_times(now) for work in works}
-        slots = [(time, work.pace) for work in works for time in free[work.node.node_id]]
+        slots = [(ends, work.pace) for work in works for ends in free[work.node.node_id]]
         return even_level(slots, remaining), free
 
     def _source_done(self) -> None:
