@@ -100,7 +100,9 @@ class ScheduledJob:
         wanted = max(0, min(self._inputs_hint(), self.job.max_parallelism or 1 << 62) - used)
         self.membership = Membership(self.events, wanted_slots=wanted, growing=self.job.grow)
         self.provisioner.watch_job(self.job, list(nodes), self.membership)
-        if not self.working and not self.membership.growing and self.feed.has_more():
+        # With grow=True the run's events say how growth went, even if it has already ended
+        # (every boot failed at once): GROWTH_ENDED carries the reasons (see growth_ended).
+        if not self.working and not self.job.grow and self.feed.has_more():
             raise NoNodes(f"no node is available to run {self.job.function_name}; start one, or call with grow=True")
 
     def _prepare(self) -> None:

@@ -140,6 +140,17 @@ def test_grow_that_boots_nothing_fails_with_the_reasons():
         run_job(cluster, square, [1, 2, 3], grow=True)
 
 
+def test_growth_that_ended_before_the_job_started_still_fails_with_the_reasons(monkeypatch):
+    # Every boot can fail before the scheduler has looked (a quota error comes back at once):
+    # that is still NodesFailedToBoot with the reasons, not "call with grow=True".
+    def fail_at_once(self, job, nodes, membership):
+        membership.growth_ended(["vm1: QUOTA_EXCEEDED: CPUS in us-central1"])
+
+    monkeypatch.setattr(MemoryProvisioner, "watch_job", fail_at_once)
+    with pytest.raises(NodesFailedToBoot, match="vm1: QUOTA_EXCEEDED"):
+        run_job(MemoryCluster([], bootable=[MemoryNode("vm1", slots=2)]), square, [1, 2, 3], grow=True)
+
+
 def test_a_failed_boot_is_reported_and_the_job_goes_on_with_the_others(capsys):
     ok = MemoryNode("ok", slots=2, boot_seconds=0.1)
     bad = MemoryNode("bad", slots=2, boot_seconds=0.05, boot_failure="ZONE_RESOURCE_POOL_EXHAUSTED")
