@@ -47,12 +47,12 @@ class InputFeed:
 
     def remaining(self) -> int | None:
         """Inputs still to send, where len() said how many there are and has not proven wrong."""
-        if self.count_hint is None or (self.exhausted and not self._again):
-            return None if self.count_hint is None else 0
-        unread = 0 if self.exhausted else self.count_hint - self.read
-        if unread <= 0 and not self.exhausted:
-            return None  # len() was wrong: more came than it said
-        return unread + len(self._again)
+        if self.count_hint is None:
+            return None
+        if self.exhausted:
+            return len(self._again)
+        unread = self.count_hint - self.read
+        return unread + len(self._again) if unread > 0 else None  # None: more came than len() said
 
     def batch_size(self, total_slots: int, split: int = 4) -> int:
         """The size of the next batch: the remaining inputs cut into `split` batches per slot."""

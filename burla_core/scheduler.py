@@ -239,7 +239,7 @@ class ScheduledJob:
         its pace and the inputs left are known: the moment all slots would run dry with the rest
         spread over them, and each node's slots' free times (heaps, updated as batches go)."""
         works = list(self.working.values())
-        if not all(work.session.even_tail and work.pace > 0 and work.limit for work in works):
+        if not all(work.session.even_tail and work.pace > 0 for work in works):  # a pace: a batch settled
             return None
         if self.membership is not None and self.membership.growing:
             return None  # nodes on their way will take part of it

@@ -175,6 +175,11 @@ class EngineSession(NodeSession):
             self.closed = True
         if busy:
             self.cancel()
+        self._release_if_idle()
+
+    def _release_if_idle(self) -> None:
+        """Let go of the session unless a task still ends on the engine (its end releases it:
+        see ended)."""
         with self._lock:
             idle = not self._running
         if idle:
@@ -200,10 +205,7 @@ class EngineSession(NodeSession):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
-        with self._lock:
-            ending = bool(self._running)
-        if not ending:  # else the last task's end releases it (see ended)
-            self.release()
+        self._release_if_idle()
         return True
 
     # --- what the engine reports -----------------------------------------------------------
